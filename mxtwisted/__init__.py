@@ -1,0 +1,3 @@
+"""matrixhs: a Matrix homeserver built on Twisted."""
+
+__version__ = "0.1.0"

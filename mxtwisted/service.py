@@ -1,0 +1,250 @@
+"""The composition root: build every component of the homeserver explicitly.
+
+:func:`make_homeserver` takes the validated configuration and returns a
+:class:`HomeserverService` (a ``MultiService``). Nothing here is a global: a
+test can build two homeservers in one process. Constructors do no I/O; the
+I/O of starting (opening the database, running migrations, starting modules,
+binding ports) happens in :meth:`HomeserverService.startService`, and in the
+reverse order on stop: stop accepting, let in-flight requests finish, stop
+modules, close the database.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Optional
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from mxtwisted.api.client.versions import ClientVersionsResource
+from mxtwisted.api.federation.version import FederationVersionResource
+from mxtwisted.api.health import HealthResource
+from mxtwisted.api.keys.server import ServerKeyResource
+from mxtwisted.api.wellknown import WellKnownResource
+from mxtwisted.config import HomeserverConfig, ListenerConfig
+from mxtwisted.http.resource import MatrixResource
+from mxtwisted.http.router import Router
+from mxtwisted.http.site import MatrixSite
+from mxtwisted.interfaces import IModuleLifecycle
+from mxtwisted.modules import LoadedModule, load_modules
+from mxtwisted.server_keys import load_signing_keys, parse_old_signing_keys
+from mxtwisted.tls import load_server_tls_options
+
+log = Logger()
+
+#: How long shutdown waits for in-flight requests before closing anyway.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line for the administrator."""
+
+
+class HomeserverService(MultiService):
+    """The running homeserver: storage, modules and HTTP listeners."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: HomeserverConfig,
+        signing_keys: list,
+        modules: list[LoadedModule],
+        on_fatal: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        self.signing_keys = signing_keys
+        self.modules = modules
+        self.storage: Any = None
+        self.sites: list[MatrixSite] = []
+        self.ports: list[IListeningPort] = []
+        self._on_fatal = on_fatal
+        #: Fires with this service once every listener accepts connections.
+        self.ready: defer.Deferred = defer.Deferred()
+        self._start_d: Optional[defer.Deferred] = None
+
+    # -- start ----------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        self._start_d = defer.ensureDeferred(self._start())
+        self._start_d.addCallbacks(self._started, self._start_failed)
+
+    async def _start(self) -> None:
+        from mxtwisted.storage import open_storage  # imported late: keeps `twistd --help` fast
+
+        try:
+            self.storage = await open_storage(self.reactor, self.config.database)
+        except Exception as e:
+            raise StartupError(f"cannot open the database: {e}") from e
+        try:
+            await self.storage.check_server_name(self.config.server_name)
+        except Exception as e:
+            raise StartupError(str(e)) from e
+        for module in self.modules:
+            if module.implements(IModuleLifecycle):
+                try:
+                    await defer.maybeDeferred(module.instance.on_start)
+                except Exception as e:
+                    raise StartupError(f"module {module.name!r} failed to start: {e}") from e
+        for listener in self.config.listeners:
+            await self._listen(listener)
+
+    def _started(self, _: Any) -> None:
+        for port in self.ports:
+            address = port.getHost()
+            log.info("Listening on {host}:{port}", host=address.host, port=address.port)
+        log.info("matrixhs is ready for {server_name}", server_name=self.config.server_name)
+        self.ready.callback(self)
+
+    def _start_failed(self, failure: Any) -> None:
+        message = failure.getErrorMessage() if failure.check(StartupError) else f"unexpected error: {failure.value!r}"
+        if not failure.check(StartupError):
+            log.failure("Start-up failed", failure)
+        log.critical("Start-up failed: {message}", message=message)
+        self.ready.errback(failure)
+        if self._on_fatal is not None:
+            self._on_fatal(message)
+
+    def build_router(self, listener: ListenerConfig) -> Router:
+        """The routes a listener serves, from its ``resources`` names."""
+        router = Router()
+        HealthResource(self.storage.ping if self.storage is not None else None).register(router)
+        if listener.serves("client"):
+            ClientVersionsResource().register(router)
+            WellKnownResource(
+                self.config.server_name,
+                self.config.public_baseurl,
+                self.config["serve_server_wellknown"],
+                self.config["extra_well_known_client_content"],
+            ).register(router)
+        if listener.serves("federation"):
+            FederationVersionResource().register(router)
+        if listener.serves("federation") or listener.serves("keys"):
+            ServerKeyResource(
+                self.reactor,
+                self.config.server_name,
+                self.signing_keys,
+                parse_old_signing_keys(self.config["old_signing_keys"]),
+                self.config["key_refresh_interval"],
+            ).register(router)
+        return router
+
+    async def _listen(self, listener: ListenerConfig) -> None:
+        site = MatrixSite(
+            MatrixResource(self.build_router(listener)),
+            name=f"{'https' if listener.tls else 'http'}:{listener.port}",
+            max_request_size=self.config.max_request_size,
+            x_forwarded=listener.x_forwarded,
+            reactor=self.reactor,
+        )
+        self.sites.append(site)
+        tls_options = None
+        if listener.tls:
+            try:
+                tls_options = load_server_tls_options(self.config.tls_certificate_path, self.config.tls_private_key_path)
+            except Exception as e:
+                raise StartupError(str(e)) from e
+        errors = []
+        bound = 0
+        for address in listener.bind_addresses:
+            ipv6 = ":" in address
+            if tls_options is not None:
+                endpoint: Any = SSL4ServerEndpoint(self.reactor, listener.port, tls_options, interface=address)
+            elif ipv6:
+                endpoint = TCP6ServerEndpoint(self.reactor, listener.port, interface=address)
+            else:
+                endpoint = TCP4ServerEndpoint(self.reactor, listener.port, interface=address)
+            try:
+                self.ports.append(await endpoint.listen(site))
+                bound += 1
+            except Exception as e:
+                errors.append(f"{address}:{listener.port}: {e}")
+        if errors and bound == 0:
+            raise StartupError("cannot listen on " + "; ".join(errors))
+        for error in errors:
+            # As Synapse: binding both '::' and '0.0.0.0' fails on dual-stack hosts; one is enough.
+            log.warn("Could not listen on {error} (other addresses of this listener are bound)", error=error)
+
+    # -- stop -----------------------------------------------------------
+    def stopService(self) -> defer.Deferred:
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        if self._start_d is not None and not self._start_d.called:
+            await self._start_d
+        ports, self.ports = self.ports, []
+        await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
+        waits = [site.wait_idle() for site in self.sites]
+        if waits:
+            idle = defer.DeferredList(waits)
+            timeout = self.reactor.callLater(SHUTDOWN_GRACE_SECONDS, idle.cancel)
+            try:
+                await idle
+            except defer.CancelledError:
+                log.warn("Shutting down with requests still in flight")
+            if timeout.active():
+                timeout.cancel()
+        for module in reversed(self.modules):
+            if module.implements(IModuleLifecycle):
+                try:
+                    await defer.maybeDeferred(module.instance.on_stop)
+                except Exception:
+                    log.failure("Module {name} failed to stop", name=module.name)
+        await defer.maybeDeferred(super().stopService)
+        if self.storage is not None:
+            storage, self.storage = self.storage, None
+            await storage.close()
+        log.info("matrixhs stopped")
+
+
+def make_homeserver(reactor: Any, config: HomeserverConfig, on_fatal: Optional[Callable[[str], None]] = None) -> HomeserverService:
+    """Build the homeserver from its configuration. Raises StartupError for problems found before the reactor runs."""
+    try:
+        signing_keys = load_signing_keys(config.signing_key_path)
+        parse_old_signing_keys(config["old_signing_keys"])
+    except Exception as e:
+        raise StartupError(str(e)) from e
+    try:
+        modules = load_modules(config.modules, config.server_name, config.public_baseurl, reactor)
+    except Exception as e:
+        raise StartupError(str(e)) from e
+    if config.media_store_path:
+        try:
+            os.makedirs(config.media_store_path, exist_ok=True)
+        except OSError as e:
+            raise StartupError(f"media_store_path {config.media_store_path!r}: {e.strerror}") from e
+    return HomeserverService(reactor, config, signing_keys, modules, on_fatal=on_fatal)
+
+
+def exit_on_fatal(reactor: Any, pidfile: Optional[str]) -> Callable[[str], None]:
+    """A fatal-start handler for twistd: one line on stderr, stop the reactor, exit 1.
+
+    twistd has no way to return a non-zero exit code after the reactor started,
+    so the process exits from the last shutdown trigger, after the services
+    have stopped.
+    """
+
+    def fatal(message: str) -> None:
+        print(f"matrixhs: error: {message}", file=sys.__stderr__, flush=True)
+
+        def _exit() -> None:
+            if pidfile and os.path.exists(pidfile):
+                try:
+                    os.unlink(pidfile)
+                except OSError:
+                    pass
+            os._exit(1)
+
+        reactor.addSystemEventTrigger("after", "shutdown", _exit)
+        if reactor.running:
+            reactor.stop()
+        else:
+            reactor.callWhenRunning(reactor.stop)
+
+    return fatal
