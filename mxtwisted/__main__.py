@@ -98,10 +98,15 @@ def _start(args: argparse.Namespace) -> int:
             ensure_signing_key(load_config(config_path).signing_key_path)
         except ConfigError as e:
             return _err(str(e))
-    argv = [sys.executable, "-m", "twisted", "-n", "matrixhs", "-c", config_path]
+    argv = twistd_command() + ["-n", "matrixhs", "-c", config_path]
     sys.stdout.flush()
-    os.execv(sys.executable, argv)
+    os.execv(argv[0], argv)
     return 0  # not reached
+
+
+def twistd_command() -> list[str]:
+    """The argv prefix that runs twistd with this interpreter (``python -m twisted`` is the other runner, ``twist``)."""
+    return [sys.executable, "-c", "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,7 +76,7 @@ class HomeserverService(MultiService):
         self._start_d.addCallbacks(self._started, self._start_failed)
 
     async def _start(self) -> None:
-        from mxtwisted.storage import open_storage  # imported late: keeps `twistd --help` fast
+        from mxtwisted.storage.sql import open_storage  # imported late: keeps `twistd --help` fast
 
         try:
             self.storage = await open_storage(self.reactor, self.config.database)

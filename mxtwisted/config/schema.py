@@ -214,8 +214,6 @@ class Mapping(Node):
                 raise ConfigError(sub, "required key is missing")
             elif key.has_default:
                 default = key.default() if callable(key.default) else key.default
-                if isinstance(key.node, Mapping) and isinstance(default, dict):
-                    result[name] = key.node.validate(default, sub, report)
-                else:
-                    result[name] = default
+                # Defaults go through the schema too, so nested defaults get filled in.
+                result[name] = default if default is None else key.node.validate(default, sub, report)
         return result

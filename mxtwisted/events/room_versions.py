@@ -93,6 +93,12 @@ class RoomVersion:
     #: event has no ``room_id`` and is never listed in ``auth_events`` (v12,
     #: MSC4291).
     room_id_from_create_event: bool
+    #: The 255-byte limits on ``type``, ``state_key``, ``sender``, ``room_id``
+    #: and ``event_id`` are applied in bytes, dropping the event (v11+). Before
+    #: v11, Synapse measured them in code points, so an event within 255 code
+    #: points but over 255 bytes is kept as *rejected* rather than dropped, for
+    #: every server to agree on the room's DAG. Not a spec rule: interop.
+    strict_event_byte_limits: bool = False
 
     @property
     def event_id_in_event(self) -> bool:
@@ -142,6 +148,7 @@ def _v(identifier: str, n: int) -> RoomVersion:
         redacts_in_content=n >= 11,
         privileged_creators=n >= 12,
         room_id_from_create_event=n >= 12,
+        strict_event_byte_limits=n >= 11,
     )
 
 
