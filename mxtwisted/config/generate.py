@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from mxtwisted.config.schema import ConfigError
+from mxtwisted.events.room_versions import DEFAULT_ROOM_VERSION
 
 
 def parse_postgres_dsn(dsn: str) -> dict:
@@ -104,7 +105,7 @@ enable_registration_without_verification: {_yaml_value(enable_registration)}
 registration_shared_secret: {_yaml_value(secret)}
 
 # Room version of new rooms.
-default_room_version: "10"
+default_room_version: "{DEFAULT_ROOM_VERSION}"
 
 # Rate limits (token buckets) use Synapse's defaults; override any rc_* section here, e.g.:
 # rc_login:

@@ -105,8 +105,7 @@ class Event:
         """The event a redaction redacts: ``content.redacts`` from v11, top level before."""
         if self.room_version.redacts_in_content:
             r = self.content.get("redacts")
-            if isinstance(r, str):
-                return r
+            return r if isinstance(r, str) else None
         r = self._d.get("redacts")
         return r if isinstance(r, str) else None
 

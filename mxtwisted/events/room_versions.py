@@ -157,8 +157,8 @@ KNOWN_ROOM_VERSIONS: dict[str, RoomVersion] = {
     str(n): _v(str(n), n) for n in range(1, 13)
 }
 
-#: The spec's recommended default for new rooms.
-DEFAULT_ROOM_VERSION = "10"
+#: The default for new rooms: the spec says servers SHOULD use room version 12.
+DEFAULT_ROOM_VERSION = "12"
 
 
 class UnsupportedRoomVersion(ValueError):

@@ -51,7 +51,7 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(cfg.database, {"name": "sqlite3", "args": {"database": "/etc/mx/homeserver.db"}})
         self.assertEqual(cfg.signing_key_path, "/etc/mx/example.org.signing.key")
         self.assertEqual(cfg.media_store_path, "/etc/mx/media_store")
-        self.assertEqual(cfg.default_room_version, "10")
+        self.assertEqual(cfg.default_room_version, "12")
         self.assertEqual(len(cfg.listeners), 1)
         self.assertEqual(cfg.listeners[0].port, 8008)
         self.assertEqual(cfg.rate_limit("rc_login", "address").burst_count, 5)
