@@ -42,3 +42,44 @@ class IModuleLifecycle(Interface):
 
 #: Every interface a module may declare; the loader verifies each one a module provides.
 EXTENSION_POINTS: list[InterfaceClass] = [IModuleLifecycle]
+
+
+class IAuthProvider(Interface):
+    """Checks logins: passwords (local database, LDAP...) or other login types (OIDC, JWT...).
+
+    Providers are asked in configuration order (modules first, then the local
+    password database when ``password_config.localdb_enabled``); the first that
+    returns a result decides. A provider may name a user that does not exist
+    yet: the server then creates it (first login from a directory) with the
+    display name the provider returns.
+    """
+
+    def login_types():
+        """A mapping of login type (e.g. ``"m.login.password"``) to the field names it needs in the login dict."""
+
+    def check_login(user_id, login_type, login_dict):
+        """Check a login attempt. ``user_id`` is the fully qualified user ID the client named
+        (or None when the login type identifies the user itself, e.g. a token).
+
+        Returns (possibly via Deferred/awaitable) ``None`` when this provider does not
+        know the user or the login type (the next provider is asked), ``False`` to refuse
+        outright, or an :class:`AuthResult` naming the authenticated user.
+        """
+
+    def on_logged_out(user_id, device_id):
+        """Called after a device of ``user_id`` logged out (its tokens are already gone). May return a Deferred."""
+
+
+class AuthResult:
+    """What an :class:`IAuthProvider` established about a login."""
+
+    def __init__(self, user_id: str, display_name: str | None = None, emails: tuple[str, ...] = ()) -> None:
+        self.user_id = user_id
+        self.display_name = display_name
+        self.emails = emails
+
+    def __repr__(self) -> str:
+        return f"AuthResult({self.user_id!r})"
+
+
+EXTENSION_POINTS.append(IAuthProvider)

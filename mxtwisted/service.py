@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from twisted.application.service import MultiService
@@ -27,11 +28,18 @@ from mxtwisted.api.health import HealthResource
 from mxtwisted.api.keys.server import ServerKeyResource
 from mxtwisted.api.wellknown import WellKnownResource
 from mxtwisted.config import HomeserverConfig, ListenerConfig
+from mxtwisted.handlers.auth import Authenticator
+from mxtwisted.handlers.auth_providers import AuthProviderChain, LocalPasswordProvider
+from mxtwisted.handlers.passwords import PasswordHasher
+from mxtwisted.handlers.registration import RegistrationHandler
+from mxtwisted.handlers.sessions import SessionIssuer
+from mxtwisted.handlers.uia import UserInteractiveAuth
 from mxtwisted.http.resource import MatrixResource
 from mxtwisted.http.router import Router
 from mxtwisted.http.site import MatrixSite
-from mxtwisted.interfaces import IModuleLifecycle
+from mxtwisted.interfaces import IAuthProvider, IModuleLifecycle
 from mxtwisted.modules import LoadedModule, load_modules
+from mxtwisted.ratelimit import Ratelimiter
 from mxtwisted.server_keys import load_signing_keys, parse_old_signing_keys
 from mxtwisted.tls import load_server_tls_options
 
@@ -39,6 +47,19 @@ log = Logger()
 
 #: How long shutdown waits for in-flight requests before closing anyway.
 SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+@dataclass
+class ClientComponents:
+    """The handlers the Client-Server API is built from, constructed once per server in :meth:`HomeserverService._build_components`."""
+
+    auth: Authenticator
+    hasher: PasswordHasher
+    providers: AuthProviderChain
+    sessions: SessionIssuer
+    uia: UserInteractiveAuth
+    registration: RegistrationHandler
+    ratelimiters: dict[str, Ratelimiter]
 
 
 class StartupError(Exception):
@@ -62,6 +83,7 @@ class HomeserverService(MultiService):
         self.signing_keys = signing_keys
         self.modules = modules
         self.storage: Any = None
+        self.components: Optional[ClientComponents] = None
         self.sites: list[MatrixSite] = []
         self.ports: list[IListeningPort] = []
         self._on_fatal = on_fatal
@@ -86,6 +108,7 @@ class HomeserverService(MultiService):
             await self.storage.check_server_name(self.config.server_name)
         except Exception as e:
             raise StartupError(str(e)) from e
+        self.components = self._build_components()
         for module in self.modules:
             if module.implements(IModuleLifecycle):
                 try:
@@ -111,12 +134,58 @@ class HomeserverService(MultiService):
         if self._on_fatal is not None:
             self._on_fatal(message)
 
+    def _build_components(self) -> ClientComponents:
+        """Every handler, wired explicitly from the storage and the configuration."""
+        cfg = self.config
+        storage = self.storage
+        hasher = PasswordHasher(self.reactor, rounds=cfg["bcrypt_rounds"], pepper=cfg["password_config"]["pepper"])
+        providers: list[Any] = [m.instance for m in self.modules if m.implements(IAuthProvider)]
+        if cfg["password_config"]["enabled"] and cfg["password_config"]["localdb_enabled"]:
+            providers.append(LocalPasswordProvider(storage.users, hasher))
+        chain = AuthProviderChain(providers)
+        uia = UserInteractiveAuth(storage.uia, self.reactor, cfg["ui_auth_session_lifetime"])
+        ratelimiters = {
+            "login_address": Ratelimiter(self.reactor, cfg.rate_limit("rc_login", "address")),
+            "login_account": Ratelimiter(self.reactor, cfg.rate_limit("rc_login", "account")),
+            "login_failed": Ratelimiter(self.reactor, cfg.rate_limit("rc_login", "failed_attempts")),
+            "registration": Ratelimiter(self.reactor, cfg.rate_limit("rc_registration")),
+            "registration_token_validity": Ratelimiter(self.reactor, cfg.rate_limit("rc_registration_token_validity")),
+            "message": Ratelimiter(self.reactor, cfg.rate_limit("rc_message")),
+        }
+        return ClientComponents(
+            auth=Authenticator(storage.tokens, self.reactor),
+            hasher=hasher,
+            providers=chain,
+            sessions=SessionIssuer(
+                self.reactor,
+                storage.devices,
+                storage.tokens,
+                chain,
+                refreshable_lifetime_ms=cfg["refreshable_access_token_lifetime"],
+                refresh_token_lifetime_ms=cfg["refresh_token_lifetime"],
+                nonrefreshable_lifetime_ms=cfg["nonrefreshable_access_token_lifetime"],
+            ),
+            uia=uia,
+            registration=RegistrationHandler(cfg.server_name, self.reactor, storage.users, storage.profiles, hasher),
+            ratelimiters=ratelimiters,
+        )
+
+    def build_client_api(self, router: Router) -> None:
+        """Register the Client-Server API endpoints (one block per API area)."""
+        c = self.components
+        assert c is not None
+        # -- accounts: registration ------------------------------------------------
+        # -- accounts: login, logout, refresh, whoami --------------------------------
+        # -- accounts: devices, password, deactivate, 3pid, capabilities ---------------
+        # -- accounts: profiles, account data, tags ------------------------------------
+
     def build_router(self, listener: ListenerConfig) -> Router:
         """The routes a listener serves, from its ``resources`` names."""
         router = Router()
         HealthResource(self.storage.ping if self.storage is not None else None).register(router)
         if listener.serves("client"):
             ClientVersionsResource().register(router)
+            self.build_client_api(router)
             WellKnownResource(
                 self.config.server_name,
                 self.config.public_baseurl,
@@ -197,6 +266,8 @@ class HomeserverService(MultiService):
                 except Exception:
                     log.failure("Module {name} failed to stop", name=module.name)
         await defer.maybeDeferred(super().stopService)
+        if self.components is not None:
+            self.components.hasher.stop()
         if self.storage is not None:
             storage, self.storage = self.storage, None
             await storage.close()

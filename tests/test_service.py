@@ -9,8 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from signedjson.key import decode_verify_key_bytes, generate_signing_key, get_verify_key, encode_verify_key_base64
-from signedjson.sign import verify_signed_json
+from signedjson.key import decode_verify_key_bytes, encode_verify_key_base64, generate_signing_key, get_verify_key
+from signedjson.sign import SignatureVerifyException, verify_signed_json
 from twisted.internet import reactor, ssl
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent
@@ -59,7 +59,7 @@ class EndpointTests(TestCase):
         verify_signed_json(body, "test.local", verify_key)  # raises if the signature is wrong
         self.assertEqual(body["old_verify_keys"]["ed25519:old1"]["expired_ts"], 1000)
         tampered = dict(body, valid_until_ts=body["valid_until_ts"] + 1)
-        self.assertRaises(Exception, verify_signed_json, tampered, "test.local", verify_key)
+        self.assertRaises(SignatureVerifyException, verify_signed_json, tampered, "test.local", verify_key)
 
     async def test_well_known_only_when_configured(self):
         hs = await start_homeserver(self, public_baseurl=None)
@@ -111,7 +111,7 @@ class EndpointTests(TestCase):
 def make_self_signed(directory, hostname="localhost"):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -150,8 +150,8 @@ class TLSTests(TestCase):
             def creatorForNetloc(self, hostname, port):
                 return ssl.optionsForClientTLS("localhost", trustRoot=trust)
 
-        from zope.interface import directlyProvides
         from twisted.web.iweb import IPolicyForHTTPS
+        from zope.interface import directlyProvides
 
         policy = Policy()
         directlyProvides(policy, IPolicyForHTTPS)

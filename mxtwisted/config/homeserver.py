@@ -142,7 +142,18 @@ def _build_schema() -> Mapping:
             "enable_registration_without_verification": k(Bool(), False),
             "registration_requires_token": k(Bool(), False),
             "registration_shared_secret": k(Nullable(Str()), None),
-            "allow_guest_access": k(Bool(), False),
+            "allow_guest_access": k(Bool(), False, doc="Allow guest accounts (register with kind=guest)."),
+            "refreshable_access_token_lifetime": k(
+                Duration(), 300_000, doc="Lifetime of access tokens issued with a refresh token (refresh_token: true)."
+            ),
+            "refresh_token_lifetime": k(Nullable(Duration()), None, doc="Lifetime of refresh tokens; null: no limit."),
+            "nonrefreshable_access_token_lifetime": k(
+                Nullable(Duration()), None, doc="Lifetime of access tokens without a refresh token; null: no limit."
+            ),
+            "login_token_lifetime": k(Duration(), 120_000, doc="Lifetime of m.login.token tokens (SSO, /login/get_token)."),
+            "ui_auth_session_lifetime": k(
+                Duration(), 86_400_000, doc="How long a user-interactive authentication session lives."
+            ),
             "bcrypt_rounds": k(Int(minimum=4, maximum=31), 12),
             "password_config": k(_PASSWORD_CONFIG, default=lambda: {}),
             "default_room_version": k(Str(choices=tuple(KNOWN_ROOM_VERSIONS)), DEFAULT_ROOM_VERSION),

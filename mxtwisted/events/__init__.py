@@ -16,12 +16,22 @@ This module re-exports the stable public API; the submodules hold the details:
 - ``event``: the :class:`Event` view over an event dict.
 """
 
+# --- Authorisation rules (mxtwisted/events/auth.py) -------------------------
+from mxtwisted.events.auth import (
+    AuthError,
+    auth_types_for_event,
+    check_auth_events_list,
+    check_auth_rules,
+)
 from mxtwisted.events.canonical_json import (
     CanonicalJsonError,
     check_canonical_json,
     encode_canonical_json,
     parse_json_strict,
 )
+
+# --- Plain-dict entry points (mxtwisted/events/dict_api.py) -----------------
+from mxtwisted.events.dict_api import check_event_auth, resolve_state
 from mxtwisted.events.event import Event
 from mxtwisted.events.hashing import (
     ContentHashError,
@@ -54,6 +64,9 @@ from mxtwisted.events.signing import (
     verify_event_signature,
     verify_json,
 )
+
+# --- State resolution (mxtwisted/events/state_res.py) -----------------------
+from mxtwisted.events.state_res import StateResolutionError, resolve_state_groups
 from mxtwisted.events.validation import (
     EventValidationError,
     is_valid_event_id,
@@ -64,16 +77,6 @@ from mxtwisted.events.validation import (
     parse_user_id,
     validate_event,
 )
-
-# --- Authorisation rules (mxtwisted/events/auth.py) -------------------------
-# To be wired by the lead once auth.py exists, e.g.:
-#     from mxtwisted.events.auth import ...
-# and the names added to __all__ below.
-
-# --- State resolution (mxtwisted/events/state_res.py) -----------------------
-# To be wired by the lead once state_res.py exists, e.g.:
-#     from mxtwisted.events.state_res import ...
-# and the names added to __all__ below.
 
 __all__ = [
     # room versions
@@ -121,6 +124,14 @@ __all__ = [
     "is_valid_user_id",
     "parse_user_id",
     "validate_event",
-    # auth rules: (reserved for mxtwisted.events.auth)
-    # state resolution: (reserved for mxtwisted.events.state_res)
+    # auth rules
+    "AuthError",
+    "auth_types_for_event",
+    "check_auth_events_list",
+    "check_auth_rules",
+    "check_event_auth",
+    # state resolution
+    "StateResolutionError",
+    "resolve_state",
+    "resolve_state_groups",
 ]

@@ -76,6 +76,9 @@ class MatrixError(Exception):
         self.headers = headers or {}
 
     def to_json(self) -> dict[str, Any]:
+        if "flows" in self.extra:
+            # A UIA 401: the body is the auth state; errcode/error only when a stage failed.
+            return dict(self.extra)
         body: dict[str, Any] = {"errcode": self.errcode, "error": self.message}
         body.update(self.extra)
         return body

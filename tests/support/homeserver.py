@@ -8,10 +8,12 @@ and stops it when the test ends.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
+import treq
 import yaml
 from twisted.internet import reactor
 
@@ -19,6 +21,21 @@ from mxtwisted.config import parse_config
 from mxtwisted.config.generate import render_config
 from mxtwisted.server_keys import ensure_signing_key
 from mxtwisted.service import HomeserverService, make_homeserver
+
+
+async def http_json(method: str, url: str, body=None, token: str | None = None, raw: bytes | None = None):
+    """A real HTTP request with treq; returns (status, JSON body or None)."""
+    headers = {b"Content-Type": [b"application/json"]}
+    if token is not None:
+        headers[b"Authorization"] = [b"Bearer " + token.encode()]
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    response = await treq.request(method, url, data=data, headers=headers, persistent=False)
+    content = await response.content()
+    try:
+        parsed = json.loads(content) if content else None
+    except ValueError:
+        parsed = None
+    return response.code, parsed
 
 
 @dataclass
@@ -30,6 +47,24 @@ class RunningHomeserver:
     @property
     def config(self):
         return self.service.config
+
+    @property
+    def storage(self):
+        return self.service.storage
+
+    @property
+    def components(self):
+        return self.service.components
+
+    async def register_user(self, localpart: str, password: str = "correct horse", admin: bool = False,
+                            device_id: str | None = None) -> dict:
+        """Create a user directly (no HTTP) and log in a device; returns the login response dict."""
+        user_id = await self.components.registration.register(localpart, password, admin=admin)
+        return await self.components.sessions.create_session(user_id, device_id)
+
+    async def request(self, method: str, path: str, body=None, token: str | None = None, raw: bytes | None = None):
+        """One HTTP request to this server; returns (status, parsed JSON body or None)."""
+        return await http_json(method, self.base_url + path, body, token, raw)
 
 
 def build_config(directory: str, server_name: str = "test.local", **overrides: Any):
