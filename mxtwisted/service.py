@@ -34,6 +34,7 @@ from mxtwisted.handlers.passwords import PasswordHasher
 from mxtwisted.handlers.registration import RegistrationHandler
 from mxtwisted.handlers.sessions import SessionIssuer
 from mxtwisted.handlers.uia import UserInteractiveAuth
+from mxtwisted.handlers.uia_stages import install_stages
 from mxtwisted.http.resource import MatrixResource
 from mxtwisted.http.router import Router
 from mxtwisted.http.site import MatrixSite
@@ -144,6 +145,7 @@ class HomeserverService(MultiService):
             providers.append(LocalPasswordProvider(storage.users, hasher))
         chain = AuthProviderChain(providers)
         uia = UserInteractiveAuth(storage.uia, self.reactor, cfg["ui_auth_session_lifetime"])
+        install_stages(uia, cfg.server_name, self.reactor, storage.users, chain, storage.registration_tokens)
         ratelimiters = {
             "login_address": Ratelimiter(self.reactor, cfg.rate_limit("rc_login", "address")),
             "login_account": Ratelimiter(self.reactor, cfg.rate_limit("rc_login", "account")),

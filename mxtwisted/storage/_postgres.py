@@ -209,10 +209,21 @@ class _Pool:
                 if isinstance(e, psycopg2.Error):
                     raise _wrap_pg_error(e) from e
                 raise
-        finally:
+        except BaseException:
             self._opening -= 1
+            # There is room again: don't leave waiters hanging on a pool
+            # that may have no connection left to release.
+            self._reactor.callLater(0, self._open_for_waiter)  # type: ignore[attr-defined]
+            raise
+        self._opening -= 1
         self._all.add(conn)
         return conn
+
+    def _open_for_waiter(self) -> None:
+        """Open a connection for the longest waiter, if there is room for one."""
+        if self._waiters and self.size < self.cp_max:
+            waiter = self._waiters.popleft()
+            Deferred.fromCoroutine(self._open()).chainDeferred(waiter)
 
     async def acquire(self) -> Connection:
         if self._idle:
@@ -226,9 +237,7 @@ class _Pool:
     def release(self, conn: Connection, broken: bool = False) -> None:
         if broken:
             self._discard(conn)
-            if self._waiters:
-                # Replace the connection for whoever is waiting for one.
-                Deferred.fromCoroutine(self._open()).chainDeferred(self._waiters.popleft())
+            self._open_for_waiter()
         elif self._waiters:
             self._waiters.popleft().callback(conn)
         else:
@@ -348,7 +357,14 @@ class PostgresDatabase(Database):
             except Exception as e:
                 broken = _is_broken(conn, e)
                 err = _wrap_pg_error(e)
-                if (
+                if broken and not txns and attempt < self.max_retries and not self._closed:
+                    # The connection was dead before the transaction function
+                    # ran anything (e.g. the server restarted while it was
+                    # idle): nothing happened, so just use another one.
+                    attempt += 1
+                    delay = 0.0
+                    log.info("Transaction {desc}: connection lost before it started, retrying", desc=desc)
+                elif (
                     isinstance(err, DatabaseError)
                     and err.sqlstate in RETRYABLE_SQLSTATES
                     and attempt < self.max_retries
@@ -369,8 +385,9 @@ class PostgresDatabase(Database):
                 for txn in txns:
                     txn._done = True
                 self._pool.release(conn, broken)
-            clock: IReactorTime = self.reactor  # type: ignore[assignment]
-            await deferLater(clock, delay, lambda: None)
+            if delay:
+                clock: IReactorTime = self.reactor  # type: ignore[assignment]
+                await deferLater(clock, delay, lambda: None)
 
     def _interaction(
         self,
