@@ -22,6 +22,7 @@ from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, T
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from mxtwisted.api.client.rooms import RoomsResource
 from mxtwisted.api.client.versions import ClientVersionsResource
 from mxtwisted.api.federation.version import FederationVersionResource
 from mxtwisted.api.health import HealthResource
@@ -40,7 +41,12 @@ from mxtwisted.http.router import Router
 from mxtwisted.http.site import MatrixSite
 from mxtwisted.interfaces import IAuthProvider, IModuleLifecycle
 from mxtwisted.modules import LoadedModule, load_modules
+from mxtwisted.notifier import Notifier
 from mxtwisted.ratelimit import Ratelimiter
+from mxtwisted.rooms.creation import RoomCreator
+from mxtwisted.rooms.engine import RoomEngine
+from mxtwisted.rooms.membership import MembershipHandler
+from mxtwisted.rooms.reader import RoomReader
 from mxtwisted.server_keys import load_signing_keys, parse_old_signing_keys
 from mxtwisted.tls import load_server_tls_options
 
@@ -61,6 +67,11 @@ class ClientComponents:
     uia: UserInteractiveAuth
     registration: RegistrationHandler
     ratelimiters: dict[str, Ratelimiter]
+    notifier: Notifier
+    rooms: RoomEngine
+    membership: MembershipHandler
+    room_creator: RoomCreator
+    room_reader: RoomReader
 
 
 class StartupError(Exception):
@@ -154,7 +165,15 @@ class HomeserverService(MultiService):
             "registration_token_validity": Ratelimiter(self.reactor, cfg.rate_limit("rc_registration_token_validity")),
             "message": Ratelimiter(self.reactor, cfg.rate_limit("rc_message")),
         }
+        notifier = Notifier(self.reactor)
+        engine = RoomEngine(self.reactor, cfg.server_name, self.signing_keys[0], storage.events, notifier)
+        membership = MembershipHandler(engine, storage.profiles)
         return ClientComponents(
+            notifier=notifier,
+            rooms=engine,
+            membership=membership,
+            room_creator=RoomCreator(engine, membership, cfg.default_room_version),
+            room_reader=RoomReader(engine, self.reactor),
             auth=Authenticator(storage.tokens, self.reactor),
             hasher=hasher,
             providers=chain,
@@ -178,8 +197,45 @@ class HomeserverService(MultiService):
         assert c is not None
         # -- accounts: registration ------------------------------------------------
         # -- accounts: login, logout, refresh, whoami --------------------------------
+        from mxtwisted.api.client.account_whoami import WhoamiResource
+        from mxtwisted.api.client.login import LoginResource, LoginTokenResource, RefreshResource
+        from mxtwisted.api.client.logout import LogoutResource
+        from mxtwisted.config import RateLimit
+        from mxtwisted.handlers.login import LoginHandler, client_well_known
+
+        via_session = self.config["login_via_existing_session"]
+        login = LoginHandler(
+            self.config.server_name,
+            self.reactor,
+            self.storage.users,
+            self.storage.devices,
+            self.storage.tokens,
+            c.providers,
+            c.sessions,
+            c.registration,
+            address_limiter=c.ratelimiters["login_address"],
+            account_limiter=c.ratelimiters["login_account"],
+            failed_limiter=c.ratelimiters["login_failed"],
+            well_known=client_well_known(self.config.public_baseurl, self.config["extra_well_known_client_content"]),
+            login_token_lifetime_ms=via_session["token_timeout"],
+            get_login_token_enabled=via_session["enabled"],
+        )
+        LoginResource(login).register(router)
+        RefreshResource(c.sessions).register(router)
+        LogoutResource(c.auth, login).register(router)
+        WhoamiResource(c.auth).register(router)
+        if via_session["enabled"]:
+            # The spec recommends at most one token a minute (as Synapse: per user, after UIA).
+            get_token_limiter = Ratelimiter(self.reactor, RateLimit(per_second=1 / 60, burst_count=1))
+            LoginTokenResource(
+                c.auth, c.uia, c.providers, login, get_token_limiter, require_ui_auth=via_session["require_ui_auth"]
+            ).register(router)
         # -- accounts: devices, password, deactivate, 3pid, capabilities ---------------
         # -- accounts: profiles, account data, tags ------------------------------------
+        # -- rooms: create, send, state, read, membership -------------------------------
+        RoomsResource(
+            c.auth, c.room_creator, c.membership, c.room_reader, c.ratelimiters["message"]
+        ).register(router)
 
     def build_router(self, listener: ListenerConfig) -> Router:
         """The routes a listener serves, from its ``resources`` names."""

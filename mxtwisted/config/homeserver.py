@@ -150,7 +150,17 @@ def _build_schema() -> Mapping:
             "nonrefreshable_access_token_lifetime": k(
                 Nullable(Duration()), None, doc="Lifetime of access tokens without a refresh token; null: no limit."
             ),
-            "login_token_lifetime": k(Duration(), 120_000, doc="Lifetime of m.login.token tokens (SSO, /login/get_token)."),
+            "login_via_existing_session": k(
+                Mapping(
+                    {
+                        "enabled": k(Bool(), False, doc="Serve POST /login/get_token (spec v1.7)."),
+                        "require_ui_auth": k(Bool(), True, doc="Ask for the password (UIA) before issuing a token."),
+                        "token_timeout": k(Duration(), 300_000, doc="How long an issued login token stays valid."),
+                    }
+                ),
+                default=lambda: {},
+                doc="Let a logged-in client mint a single-use m.login.token for another device (as Synapse's).",
+            ),
             "ui_auth_session_lifetime": k(
                 Duration(), 86_400_000, doc="How long a user-interactive authentication session lives."
             ),

@@ -31,8 +31,12 @@ class Requester:
 def get_access_token(request: Any) -> Optional[str]:
     """The access token of a request, or None. Both header and query parameter: 400 M_MISSING_PARAM is not used;
     the header wins as Synapse does."""
-    header = request.getHeader(b"authorization")
-    if header:
+    raw = request.getHeader(b"authorization")
+    if raw:
+        try:
+            header = raw.decode("ascii") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token") from None
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()

@@ -411,10 +411,10 @@ class PostgresDatabase(Database):
         kwargs: dict[str, Any],
         readonly: bool,
     ) -> R:
-        txn = PostgresTxn(desc, self.engine, cursor)
-        txns.append(txn)
         if readonly:
             await cursor.execute("SET TRANSACTION READ ONLY")
+        txn = PostgresTxn(desc, self.engine, cursor)
+        txns.append(txn)  # from here on, the function has (maybe) done something
         coro = func(txn, *args, **kwargs)
         if not inspect.isawaitable(coro):
             raise TransactionProgrammingError(

@@ -12,6 +12,7 @@ from mxtwisted.storage import open_database, server_info
 from mxtwisted.storage.account_data import AccountDataStore
 from mxtwisted.storage.accounts import DeviceStore, TokenStore, UserStore
 from mxtwisted.storage.database import Database
+from mxtwisted.storage.events import EventStore
 from mxtwisted.storage.interfaces import IStorage
 from mxtwisted.storage.migrations import SchemaDir
 from mxtwisted.storage.profiles import ProfileStore
@@ -26,7 +27,9 @@ class SqlStorage:
     from ``self.db`` (``self.accounts = AccountStore(db)`` ...).
     """
 
-    def __init__(self, db: Database, account_data: AccountDataStore | None = None) -> None:
+    def __init__(
+        self, db: Database, account_data: AccountDataStore | None = None, events: EventStore | None = None
+    ) -> None:
         self.db = db
         self.users = UserStore(db)
         self.devices = DeviceStore(db)
@@ -34,8 +37,9 @@ class SqlStorage:
         self.profiles = ProfileStore(db)
         self.uia = UIAStore(db)
         self.registration_tokens = RegistrationTokenStore(db)
-        #: Needs its stream position loaded: built by :func:`open_storage`.
+        #: Need their stream positions loaded: built by :func:`open_storage`.
         self.account_data = account_data
+        self.events = events
 
     @property
     def engine_name(self) -> str:
@@ -64,7 +68,8 @@ async def open_storage(
     db = await open_database(reactor, db_config, schema_dir=schema_dir)
     try:
         account_data = await AccountDataStore.create(db) if schema_dir is None else None
+        events = await EventStore.create(db) if schema_dir is None else None
     except BaseException:
         await db.close()
         raise
-    return SqlStorage(db, account_data)
+    return SqlStorage(db, account_data, events)

@@ -1,0 +1,287 @@
+"""Room endpoints of the Client-Server API: create, send, state, read, membership.
+
+Spec: Client-Server API, "Rooms" (``/createRoom``, ``/rooms/{roomId}/send``,
+``/state``, ``/event``, ``/messages``, ``/members``, ``/joined_members``,
+``/join``, ``/leave``, ``/invite``, ``/joined_rooms``). Thin: parse, call the
+room engine / reader / membership handler, serialise.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from mxtwisted.events.validation import is_valid_room_alias
+from mxtwisted.handlers.auth import Authenticator, Requester
+from mxtwisted.http.errors import Codes, MatrixError
+from mxtwisted.http.resource import parse_json_object, query_arg
+from mxtwisted.http.router import Router
+from mxtwisted.ratelimit import Ratelimiter
+from mxtwisted.rooms.creation import RoomCreator
+from mxtwisted.rooms.membership import INVITE, JOIN, LEAVE, MembershipHandler
+from mxtwisted.rooms.reader import RoomReader
+
+PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
+
+MAX_LIMIT = 1000
+
+
+def _check_room_id(room_id: str) -> None:
+    if not room_id.startswith("!"):
+        raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid room ID {room_id!r}")
+
+
+class RoomsResource:
+    def __init__(
+        self,
+        auth: Authenticator,
+        creator: RoomCreator,
+        membership: MembershipHandler,
+        reader: RoomReader,
+        message_ratelimiter: Optional[Ratelimiter] = None,
+    ) -> None:
+        self.auth = auth
+        self.creator = creator
+        self.membership = membership
+        self.reader = reader
+        self.engine = creator.engine
+        self.store = creator.engine.store
+        self._ratelimiter = message_ratelimiter
+
+    def register(self, router: Router) -> None:
+        for p in PREFIXES:
+            router.add("POST", f"{p}/createRoom", self.create_room)
+            router.add("PUT", f"{p}/rooms/{{roomId}}/send/{{eventType}}/{{txnId}}", self.send)
+            router.add("PUT", f"{p}/rooms/{{roomId}}/state/{{eventType}}/{{stateKey}}", self.put_state)
+            router.add("PUT", f"{p}/rooms/{{roomId}}/state/{{eventType}}", self.put_state)
+            router.add("GET", f"{p}/rooms/{{roomId}}/state/{{eventType}}/{{stateKey}}", self.get_state_event)
+            router.add("GET", f"{p}/rooms/{{roomId}}/state/{{eventType}}", self.get_state_event)
+            router.add("GET", f"{p}/rooms/{{roomId}}/state", self.get_state)
+            router.add("GET", f"{p}/rooms/{{roomId}}/event/{{eventId}}", self.get_event)
+            router.add("GET", f"{p}/rooms/{{roomId}}/messages", self.messages)
+            router.add("GET", f"{p}/rooms/{{roomId}}/joined_members", self.joined_members)
+            router.add("GET", f"{p}/rooms/{{roomId}}/members", self.members)
+            router.add("GET", f"{p}/joined_rooms", self.joined_rooms)
+            router.add("POST", f"{p}/join/{{roomIdOrAlias}}", self.join_by_id_or_alias)
+            router.add("POST", f"{p}/rooms/{{roomId}}/join", self.join)
+            router.add("POST", f"{p}/rooms/{{roomId}}/leave", self.leave)
+            router.add("POST", f"{p}/rooms/{{roomId}}/invite", self.invite)
+
+    def _ratelimit(self, requester: Requester) -> None:
+        if self._ratelimiter is not None:
+            self._ratelimiter.ratelimit(requester.user_id)
+
+    # -- create and send ---------------------------------------------------------------
+    async def create_room(self, request: Any) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request)
+        body = parse_json_object(request, allow_empty=True)
+        room_id, alias = await self.creator.create_room(requester.user_id, body)
+        result: dict[str, Any] = {"room_id": room_id}
+        if alias:
+            result["room_alias"] = alias
+        return result
+
+    async def send(self, request: Any, roomId: str, eventType: str, txnId: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        _check_room_id(roomId)
+        content = parse_json_object(request)
+        if eventType == "m.room.redaction":
+            raise MatrixError(400, Codes.BAD_JSON, "Use /redact to send redactions")
+        self._ratelimit(requester)
+        txn = (requester.user_id, requester.device_id or "", txnId) if requester.device_id else None
+        event_id, _ = await self.engine.send_event(requester.user_id, roomId, eventType, content, txn=txn)
+        return {"event_id": event_id}
+
+    async def put_state(self, request: Any, roomId: str, eventType: str, stateKey: str = "") -> dict[str, Any]:
+        requester = await self.auth.get_requester(request)
+        _check_room_id(roomId)
+        content = parse_json_object(request)
+        if eventType == "m.room.member":
+            membership = content.get("membership")
+            if not isinstance(membership, str):
+                raise MatrixError(400, Codes.BAD_JSON, "'membership' must be a string")
+            reason = content.get("reason")
+            extra = {k: v for k, v in content.items() if k not in ("membership", "reason")}
+            event_id = await self.membership.update(requester.user_id, roomId, stateKey, membership, reason, extra)
+            return {"event_id": event_id}
+        self._ratelimit(requester)
+        event_id, _ = await self.engine.send_event(requester.user_id, roomId, eventType, content, state_key=stateKey)
+        return {"event_id": event_id}
+
+    # -- read ----------------------------------------------------------------------------
+    async def get_state(self, request: Any, roomId: str) -> list[dict[str, Any]]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        _check_room_id(roomId)
+        return await self.reader.get_state(roomId, requester.user_id)  # type: ignore[return-value]
+
+    async def get_state_event(self, request: Any, roomId: str, eventType: str, stateKey: str = "") -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        _check_room_id(roomId)
+        stored = await self.reader.get_state_event(roomId, requester.user_id, eventType, stateKey)
+        if query_arg(request, "format", "content") == "event":
+            return (await self.reader.serialize([stored], requester.user_id, None))[0]
+        return stored.json.get("content") or {}
+
+    async def get_event(self, request: Any, roomId: str, eventId: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        _check_room_id(roomId)
+        return await self.reader.get_event(roomId, eventId, requester.user_id, requester.device_id)
+
+    async def messages(self, request: Any, roomId: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        _check_room_id(roomId)
+        direction = query_arg(request, "dir", "b")
+        if direction not in ("b", "f"):
+            raise MatrixError(400, Codes.INVALID_PARAM, "'dir' must be 'b' or 'f'")
+        limit_text = query_arg(request, "limit", "10") or "10"
+        try:
+            limit = int(limit_text)
+        except ValueError:
+            raise MatrixError(400, Codes.INVALID_PARAM, "'limit' must be an integer") from None
+        if limit < 0:
+            raise MatrixError(400, Codes.INVALID_PARAM, "'limit' must not be negative")
+        limit = min(limit, MAX_LIMIT)
+        event_filter = _parse_filter(query_arg(request, "filter"))
+        return await self.reader.messages(
+            roomId, requester.user_id, requester.device_id,
+            query_arg(request, "from"), query_arg(request, "to"), direction == "b", limit, event_filter,
+        )
+
+    async def joined_members(self, request: Any, roomId: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        _check_room_id(roomId)
+        if await self.reader.membership(roomId, requester.user_id) != JOIN:
+            raise MatrixError(403, Codes.FORBIDDEN, "You are not joined to this room")
+        members = await self.store.get_members(roomId, ("join",))
+        events = await self.store.get_events(members.values())
+        joined: dict[str, Any] = {}
+        for user_id, event_id in members.items():
+            content = events[event_id].json.get("content", {}) if event_id in events else {}
+            joined[user_id] = {
+                "display_name": content.get("displayname") if isinstance(content.get("displayname"), str) else None,
+                "avatar_url": content.get("avatar_url") if isinstance(content.get("avatar_url"), str) else None,
+            }
+        return {"joined": joined}
+
+    async def members(self, request: Any, roomId: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        _check_room_id(roomId)
+        membership = query_arg(request, "membership")
+        not_membership = query_arg(request, "not_membership")
+        at = query_arg(request, "at")
+        if at is not None:
+            joined = await self.reader.check_can_read(roomId, requester.user_id)
+            position = _stream_of(at)
+            events = await self.store.get_room_events(roomId, position, None, True, 1)
+            state_ids = await self.store.get_state_ids_at_event(events[0].event_id) if events else {}
+            del joined
+        else:
+            state_ids = await self.reader.visible_state_ids(roomId, requester.user_id)
+        member_ids = [eid for (t, _), eid in (state_ids or {}).items() if t == "m.room.member"]
+        stored = await self.store.get_events(member_ids)
+        chosen = []
+        for eid in member_ids:
+            ev = stored.get(eid)
+            if ev is None:
+                continue
+            m = (ev.json.get("content") or {}).get("membership")
+            if membership is not None and m != membership:
+                continue
+            if not_membership is not None and m == not_membership:
+                continue
+            chosen.append(ev)
+        return {"chunk": await self.reader.serialize(chosen, requester.user_id, None)}
+
+    async def joined_rooms(self, request: Any) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        rooms = await self.store.get_rooms_for_user(requester.user_id, ("join",))
+        return {"joined_rooms": sorted(rooms)}
+
+    # -- membership ----------------------------------------------------------------------------
+    async def _resolve_room(self, room_id_or_alias: str) -> str:
+        if room_id_or_alias.startswith("!"):
+            return room_id_or_alias
+        if room_id_or_alias.startswith("#") and is_valid_room_alias(room_id_or_alias):
+            found = await self.store.get_alias(room_id_or_alias)
+            if found is None:
+                raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found")
+            return found[0]
+        raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid room ID or alias {room_id_or_alias!r}")
+
+    async def join_by_id_or_alias(self, request: Any, roomIdOrAlias: str) -> dict[str, Any]:
+        room_id = await self._resolve_room(roomIdOrAlias)
+        return await self.join(request, room_id)
+
+    async def join(self, request: Any, roomId: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        body = parse_json_object(request, allow_empty=True)
+        reason = body.get("reason")
+        _check_room_id(roomId)
+        await self.membership.update(requester.user_id, roomId, requester.user_id, JOIN, reason)
+        return {"room_id": roomId}
+
+    async def leave(self, request: Any, roomId: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        _check_room_id(roomId)
+        body = parse_json_object(request, allow_empty=True)
+        await self.membership.update(requester.user_id, roomId, requester.user_id, LEAVE, body.get("reason"))
+        return {}
+
+    async def invite(self, request: Any, roomId: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request)
+        _check_room_id(roomId)
+        body = parse_json_object(request)
+        target = body.get("user_id")
+        if not isinstance(target, str):
+            if "medium" in body or "id_server" in body:
+                raise MatrixError(400, Codes.THREEPID_MEDIUM_NOT_SUPPORTED, "Third-party invites are not supported")
+            raise MatrixError(400, Codes.MISSING_PARAM, "Missing 'user_id'")
+        await self.membership.update(requester.user_id, roomId, target, INVITE, body.get("reason"))
+        return {}
+
+
+def _stream_of(token: str) -> int:
+    from mxtwisted.rooms.reader import parse_stream_token
+
+    value = parse_stream_token(token)
+    assert value is not None
+    return value
+
+
+def _parse_filter(text: Optional[str]) -> Any:
+    """A RoomEventFilter's types/not_types/senders/not_senders as a predicate on stored events (or None)."""
+    if not text:
+        return None
+    try:
+        spec = json.loads(text)
+    except ValueError:
+        raise MatrixError(400, Codes.NOT_JSON, "'filter' is not JSON") from None
+    if not isinstance(spec, dict):
+        raise MatrixError(400, Codes.BAD_JSON, "'filter' must be a JSON object")
+    from fnmatch import fnmatchcase
+
+    def matches(value: str, patterns: list) -> bool:
+        return any(isinstance(p, str) and fnmatchcase(value, p) for p in patterns)
+
+    types = spec.get("types")
+    not_types = spec.get("not_types") or []
+    senders = spec.get("senders")
+    not_senders = spec.get("not_senders") or []
+    contains_url = spec.get("contains_url")
+
+    def predicate(ev: Any) -> bool:
+        if types is not None and not matches(ev.type, types):
+            return False
+        if matches(ev.type, not_types):
+            return False
+        if senders is not None and ev.sender not in senders:
+            return False
+        if ev.sender in not_senders:
+            return False
+        if contains_url is not None:
+            has_url = isinstance((ev.json.get("content") or {}).get("url"), str)
+            if has_url != contains_url:
+                return False
+        return True
+
+    return predicate

@@ -1,0 +1,63 @@
+"""Wakes long-polling requests (``/sync``) when something relevant to a user happens.
+
+Writers call :meth:`Notifier.notify_users` after a change commits, with the
+stream it advanced and its new position; waiters call
+:meth:`Notifier.wait_for_user` with a timeout. Only the waiters of the named
+users wake, so traffic in rooms a user is not in costs that user nothing.
+Positions per stream (events, typing, receipts, account data, to-device...)
+are what sync tokens are made of; the same interface can later be fed from a
+replication stream when there are several processes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+
+class Notifier:
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._waiters: dict[str, list[defer.Deferred]] = {}
+        #: stream name → latest position notified.
+        self.positions: dict[str, int] = {}
+
+    def notify_users(self, stream: str, position: int, user_ids: Iterable[str]) -> None:
+        """``stream`` advanced to ``position``; wake every waiter of ``user_ids``."""
+        if position > self.positions.get(stream, 0):
+            self.positions[stream] = position
+        for user_id in set(user_ids):
+            waiters = self._waiters.pop(user_id, None)
+            for d in waiters or ():
+                if not d.called:
+                    d.callback((stream, position))
+
+    def wait_for_user(self, user_id: str, timeout_ms: int) -> defer.Deferred:
+        """A Deferred firing with (stream, position) on the next notification for ``user_id``,
+        or with None after ``timeout_ms``."""
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.setdefault(user_id, []).append(d)
+
+        def timed_out() -> None:
+            if not d.called:
+                waiters = self._waiters.get(user_id)
+                if waiters and d in waiters:
+                    waiters.remove(d)
+                    if not waiters:
+                        del self._waiters[user_id]
+                d.callback(None)
+
+        call = self._clock.callLater(max(0, timeout_ms) / 1000.0, timed_out)
+
+        def cancel_timer(result: object) -> object:
+            if call.active():
+                call.cancel()
+            return result
+
+        d.addBoth(cancel_timer)
+        return d
+
+    def waiting_users(self) -> int:
+        return len(self._waiters)

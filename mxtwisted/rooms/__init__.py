@@ -1,0 +1,1 @@
+"""The room engine: every event, local or from federation, goes through here."""

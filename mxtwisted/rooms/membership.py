@@ -1,0 +1,73 @@
+"""Membership changes of local users: join, leave, invite, kick, ban, unban, knock.
+
+Spec: Client-Server API, "Room membership". Each change is one
+``m.room.member`` event through the room engine, whose auth rules decide
+whether it is allowed (403 M_FORBIDDEN with the rule otherwise). Joins carry
+the user's profile (displayname, avatar_url), as clients expect.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from mxtwisted.events.validation import is_valid_user_id
+from mxtwisted.http.errors import Codes, MatrixError
+from mxtwisted.rooms.engine import RoomEngine
+from mxtwisted.storage.profiles import ProfileStore
+
+JOIN = "join"
+LEAVE = "leave"
+INVITE = "invite"
+BAN = "ban"
+KNOCK = "knock"
+
+
+class MembershipHandler:
+    def __init__(self, engine: RoomEngine, profiles: ProfileStore) -> None:
+        self.engine = engine
+        self._profiles = profiles
+
+    async def _profile_content(self, user_id: str) -> dict[str, Any]:
+        profile = await self._profiles.get_profile(user_id)
+        content: dict[str, Any] = {}
+        for key in ("displayname", "avatar_url"):
+            value = profile.get(key)
+            if isinstance(value, str):
+                content[key] = value
+        return content
+
+    async def update(
+        self,
+        sender: str,
+        room_id: str,
+        target: str,
+        membership: str,
+        reason: Optional[str] = None,
+        extra_content: Optional[dict[str, Any]] = None,
+        txn: Optional[tuple[str, str, str]] = None,
+    ) -> str:
+        """Send one membership event; returns its event ID."""
+        if not is_valid_user_id(target, historical=True):
+            raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid user ID: {target!r}")
+        if reason is not None and not isinstance(reason, str):
+            raise MatrixError(400, Codes.BAD_JSON, "'reason' must be a string")
+        room = await self.engine.get_room_cache(room_id)
+        current = await self.engine.get_state_events(room, [("m.room.member", target)])
+        current_membership = current[("m.room.member", target)].membership if current else None
+        content: dict[str, Any] = dict(extra_content or {})
+        content["membership"] = membership
+        if reason:
+            content["reason"] = reason
+        if membership in (JOIN, KNOCK) and target == sender:
+            for key, value in (await self._profile_content(target)).items():
+                content.setdefault(key, value)
+        elif membership == INVITE and self.engine._is_local(target):
+            for key, value in (await self._profile_content(target)).items():
+                content.setdefault(key, value)
+        if membership == JOIN and current_membership == JOIN:
+            # Joining again is a no-op for the client (spec: idempotent join) unless the profile changed.
+            existing = current[("m.room.member", target)]
+            if all(existing.content.get(k) == v for k, v in content.items()):
+                return existing.event_id
+        event_id, _ = await self.engine.send_event(sender, room_id, "m.room.member", content, state_key=target, txn=txn)
+        return event_id
