@@ -28,7 +28,16 @@ class Notifier:
         """``stream`` advanced to ``position``; wake every waiter of ``user_ids``."""
         if position > self.positions.get(stream, 0):
             self.positions[stream] = position
-        for user_id in set(user_ids):
+        if not self._waiters:
+            return
+        users = user_ids if isinstance(user_ids, (set, frozenset, dict)) else set(user_ids)
+        # Cost is O(min(waiting users, notified users)): a message into a room of 10,000 members
+        # with a handful of syncing clients touches only those clients.
+        if len(self._waiters) < len(users):
+            woken = [u for u in self._waiters if u in users]
+        else:
+            woken = [u for u in users if u in self._waiters]
+        for user_id in woken:
             waiters = self._waiters.pop(user_id, None)
             for d in waiters or ():
                 if not d.called:

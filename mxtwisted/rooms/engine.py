@@ -31,7 +31,7 @@ from mxtwisted.events.signing import sign_event
 from mxtwisted.events.validation import EventValidationError, validate_event
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.notifier import Notifier
-from mxtwisted.storage.events import SNAPSHOT_INTERVAL, EventStore, PersistContext, StateMap, StoredEvent
+from mxtwisted.storage.events import EventStore, PersistContext, StateMap, StoredEvent, needs_snapshot
 
 log = Logger()
 
@@ -324,7 +324,7 @@ class RoomEngine:
             key = (ev.type, ev.state_key or "")
             ctx.replaces_state = room.state.get(key)
             group = self.store.allocate_state_group()
-            if room.state_group is None or room.state_chain_length >= SNAPSHOT_INTERVAL:
+            if room.state_group is None or needs_snapshot(room.state_chain_length, len(room.state)):
                 new_state = dict(room.state)
                 new_state[key] = ev.event_id
                 ctx.new_group_prev = None
@@ -368,9 +368,9 @@ class RoomEngine:
         if redacts is not None:
             self._events.pop(redacts, None)
         self.store.stream.finish(stream_ordering)
-        interested = set(room.members_joined_local)
+        interested: Any = room.members_joined_local
         if ev.type == "m.room.member" and ev.state_key and self._is_local(ev.state_key):
-            interested.add(ev.state_key)
+            interested = interested | {ev.state_key}
         self.notifier.notify_users("events", self.store.stream.current, interested)
         for listener in self._listeners:
             try:
