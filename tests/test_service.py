@@ -204,3 +204,15 @@ class ModuleTests(TestCase):
         ensure_signing_key(config.signing_key_path)
         e = self.assertRaises(StartupError, make_homeserver, reactor, config)
         self.assertIn("cannot import 'tests.no_such_module'", str(e))
+
+
+class PostgresStartTests(TestCase):
+    async def test_starts_on_postgres_from_config(self):
+        from tests.support.homeserver import postgres_database
+
+        hs = await start_homeserver(self, database=postgres_database(self))
+        self.assertEqual(hs.storage.engine_name, "postgres")
+        response = await treq.get(hs.base_url + "/health", persistent=False)
+        self.assertEqual(response.code, 200)
+        code, body = await get_json(hs.base_url + "/_matrix/key/v2/server")
+        self.assertEqual(code, 200)

@@ -88,3 +88,22 @@ async def start_homeserver(testcase: Any, server_name: str = "test.local", **ove
     port = service.ports[0].getHost().port
     scheme = "https" if config.listeners[0].tls else "http"
     return RunningHomeserver(service, f"{scheme}://127.0.0.1:{port}", directory)
+
+
+def postgres_database(testcase: Any) -> dict:
+    """A ``database`` config section for a fresh PostgreSQL test database (dropped after the test),
+    or SkipTest with the reason when no PostgreSQL is available."""
+    from twisted.trial.unittest import SkipTest
+
+    from tests.support import postgres
+
+    reason = postgres.skip_reason()
+    if reason is not None:
+        raise SkipTest(reason)
+    args = postgres.create_test_database()
+    testcase.addCleanup(postgres.drop_test_database, args["database"])
+    args = {k: v for k, v in args.items() if k in ("user", "password", "database", "host", "port")}
+    if "port" in args:
+        args["port"] = int(args["port"])
+    args.update(cp_min=1, cp_max=3)
+    return {"name": "psycopg2", "args": args}

@@ -2,14 +2,19 @@
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.homeserver import start_homeserver
+from tests.support.homeserver import postgres_database, start_homeserver
 
 V3 = "/_matrix/client/v3"
 
 
 class RoomTests(TestCase):
+    def database(self):
+        return {"name": "sqlite3", "args": {"database": "homeserver.db"}}
+
     async def setUp(self):
-        self.hs = await start_homeserver(self, bcrypt_rounds=4, rc_message={"per_second": 1000, "burst_count": 1000})
+        self.hs = await start_homeserver(
+            self, bcrypt_rounds=4, rc_message={"per_second": 1000, "burst_count": 1000}, database=self.database()
+        )
         self.alice = await self.hs.register_user("alice")
         self.bob = await self.hs.register_user("bob")
 
@@ -134,3 +139,10 @@ class RoomTests(TestCase):
         self.assertEqual((code, resp["errcode"]), (400, "M_BAD_JSON"))
         code, resp = await self.req("PUT", f"/rooms/{room_id}/state/m.room.power_levels", {"users": "nope"})
         self.assertEqual(code, 403)
+
+
+class RoomTestsPostgres(RoomTests):
+    """The same, with the server on PostgreSQL."""
+
+    def database(self):
+        return postgres_database(self)
