@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from twisted.application.service import MultiService
@@ -28,10 +28,12 @@ from mxtwisted.api.federation.version import FederationVersionResource
 from mxtwisted.api.health import HealthResource
 from mxtwisted.api.keys.server import ServerKeyResource
 from mxtwisted.api.wellknown import WellKnownResource
-from mxtwisted.config import HomeserverConfig, ListenerConfig
+from mxtwisted.config import HomeserverConfig, ListenerConfig, RateLimit
+from mxtwisted.handlers.account import AccountHandler
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.handlers.auth_providers import AuthProviderChain, LocalPasswordProvider
 from mxtwisted.handlers.passwords import PasswordHasher
+from mxtwisted.handlers.profile import ProfileHandler
 from mxtwisted.handlers.registration import RegistrationHandler
 from mxtwisted.handlers.sessions import SessionIssuer
 from mxtwisted.handlers.uia import UserInteractiveAuth
@@ -46,6 +48,7 @@ from mxtwisted.ratelimit import Ratelimiter
 from mxtwisted.rooms.creation import RoomCreator
 from mxtwisted.rooms.engine import RoomEngine
 from mxtwisted.rooms.membership import MembershipHandler
+from mxtwisted.rooms.policy import ModulePolicies
 from mxtwisted.rooms.reader import RoomReader
 from mxtwisted.server_keys import load_signing_keys, parse_old_signing_keys
 from mxtwisted.tls import load_server_tls_options
@@ -72,6 +75,21 @@ class ClientComponents:
     membership: MembershipHandler
     room_creator: RoomCreator
     room_reader: RoomReader
+    #: Profiles; the room engine hooks ``profile.add_profile_change_listener`` to send the new member events.
+    profile: ProfileHandler
+    #: Devices, password, deactivation; set after construction (it needs ``sessions``). Other parts add
+    #: their clean-up with ``account.add_deactivation_hook`` (see mxtwisted.handlers.account).
+    account: AccountHandler = field(init=False)
+    #: Spam checkers and room policies (modules), hooked into rooms; directory and media ask them too.
+    policies: ModulePolicies = field(init=False)
+    #: Ephemeral stream sources for /sync (typing, receipts, presence; see mxtwisted.ephemeral).
+    sync_sources: list = field(default_factory=list)
+    #: ``set_presence(user_id, state)`` for /sync's ``set_presence`` parameter, or None.
+    set_presence: Any = None
+    #: Typing, receipts and read markers, presence (mxtwisted.ephemeral); set by ``_build_ephemeral``.
+    typing: Any = None
+    receipts: Any = None
+    presence: Any = None
 
 
 class StartupError(Exception):
@@ -154,7 +172,7 @@ class HomeserverService(MultiService):
         providers: list[Any] = [m.instance for m in self.modules if m.implements(IAuthProvider)]
         if cfg["password_config"]["enabled"] and cfg["password_config"]["localdb_enabled"]:
             providers.append(LocalPasswordProvider(storage.users, hasher))
-        chain = AuthProviderChain(providers)
+        chain = AuthProviderChain(providers, password_enabled=cfg["password_config"]["enabled"])
         uia = UserInteractiveAuth(storage.uia, self.reactor, cfg["ui_auth_session_lifetime"])
         install_stages(uia, cfg.server_name, self.reactor, storage.users, chain, storage.registration_tokens)
         ratelimiters = {
@@ -168,12 +186,15 @@ class HomeserverService(MultiService):
         notifier = Notifier(self.reactor)
         engine = RoomEngine(self.reactor, cfg.server_name, self.signing_keys[0], storage.events, notifier)
         membership = MembershipHandler(engine, storage.profiles)
-        return ClientComponents(
+        profile = ProfileHandler(cfg.server_name, storage.users, storage.profiles)
+        profile.add_profile_change_listener(membership.on_profile_change)
+        components = ClientComponents(
             notifier=notifier,
             rooms=engine,
             membership=membership,
             room_creator=RoomCreator(engine, membership, cfg.default_room_version),
             room_reader=RoomReader(engine, self.reactor),
+            profile=profile,
             auth=Authenticator(storage.tokens, self.reactor),
             hasher=hasher,
             providers=chain,
@@ -190,17 +211,78 @@ class HomeserverService(MultiService):
             registration=RegistrationHandler(cfg.server_name, self.reactor, storage.users, storage.profiles, hasher),
             ratelimiters=ratelimiters,
         )
+        components.account = AccountHandler(
+            storage.users,
+            storage.devices,
+            storage.tokens,
+            storage.profiles,
+            storage.account_data,
+            components.sessions,
+            chain,
+            hasher,
+            password_change_enabled=cfg["password_config"]["enabled"] and cfg["password_config"]["localdb_enabled"],
+        )
+        # -- rooms: spam checkers and room policies (modules) -----------------------------
+        components.policies = ModulePolicies.from_modules(self.modules)
+        components.policies.install(engine, components.room_creator, membership)
+        self._build_ephemeral(components)
+        return components
+
+    def _build_ephemeral(self, c: ClientComponents) -> None:
+        # -- typing, receipts, read markers, presence -------------------------------------
+        from mxtwisted.ephemeral.presence import PresenceHandler
+        from mxtwisted.ephemeral.receipts import ReceiptsHandler
+        from mxtwisted.ephemeral.typing import TypingHandler
+
+        presence_cfg = self.config["presence"]
+        c.typing = TypingHandler(self.reactor, c.notifier, c.rooms)
+        c.receipts = ReceiptsHandler(self.reactor, c.notifier, c.rooms, self.storage.receipts, self.storage.account_data)
+        c.presence = PresenceHandler(
+            self.reactor,
+            c.notifier,
+            c.rooms,
+            self.storage.presence,
+            self.storage.users,
+            self.config.server_name,
+            enabled=presence_cfg["enabled"],
+            idle_timeout_ms=presence_cfg["idle_timeout"],
+            sync_online_timeout_ms=presence_cfg["sync_online_timeout"],
+            last_active_granularity_ms=presence_cfg["last_active_granularity"],
+            include_offline_users_on_sync=presence_cfg["include_offline_users_on_sync"],
+        )
+        # Services of this MultiService: their timers stop with the server.
+        c.typing.setServiceParent(self)
+        c.presence.setServiceParent(self)
+        c.account.add_deactivation_hook(c.presence.on_deactivated)
+        c.ratelimiters["presence"] = Ratelimiter(self.reactor, self.config.rate_limit("rc_presence", "per_user"))
+        c.sync_sources += [c.typing.source, c.receipts.source, c.presence.source]
+        c.set_presence = c.presence.set_presence
 
     def build_client_api(self, router: Router) -> None:
         """Register the Client-Server API endpoints (one block per API area)."""
         c = self.components
         assert c is not None
         # -- accounts: registration ------------------------------------------------
+        from mxtwisted.api.client.register import RegisterResource
+
+        RegisterResource(
+            self.config,
+            self.reactor,
+            c.registration,
+            c.sessions,
+            c.uia,
+            self.storage.registration_tokens,
+            ratelimiter=c.ratelimiters["registration"],
+            # Clients check names as the user types: about one check a second per address (as Synapse).
+            availability_ratelimiter=Ratelimiter(self.reactor, RateLimit(per_second=1.0, burst_count=10)),
+            token_validity_ratelimiter=c.ratelimiters["registration_token_validity"],
+        ).register(router)
+        self.build_admin_api(router)
+
         # -- accounts: login, logout, refresh, whoami --------------------------------
         from mxtwisted.api.client.account_whoami import WhoamiResource
         from mxtwisted.api.client.login import LoginResource, LoginTokenResource, RefreshResource
         from mxtwisted.api.client.logout import LogoutResource
-        from mxtwisted.config import RateLimit
         from mxtwisted.handlers.login import LoginHandler, client_well_known
 
         via_session = self.config["login_via_existing_session"]
@@ -231,11 +313,65 @@ class HomeserverService(MultiService):
                 c.auth, c.uia, c.providers, login, get_token_limiter, require_ui_auth=via_session["require_ui_auth"]
             ).register(router)
         # -- accounts: devices, password, deactivate, 3pid, capabilities ---------------
+        from mxtwisted.api.client.account import AccountResource, ThreepidResource
+        from mxtwisted.api.client.capabilities import CapabilitiesResource
+        from mxtwisted.api.client.devices import DevicesResource
+
+        DevicesResource(c.auth, c.uia, c.account).register(router)
+        AccountResource(c.auth, c.uia, c.account).register(router)
+        ThreepidResource(c.auth).register(router)
+        CapabilitiesResource(c.auth, self.config.raw, self.config.default_room_version).register(router)
         # -- accounts: profiles, account data, tags ------------------------------------
+        from mxtwisted.api.client.account_data import AccountDataResource
+        from mxtwisted.api.client.profile import ProfileResource
+        from mxtwisted.api.client.tags import TagsResource
+
+        ProfileResource(c.auth, c.profile, self.config["require_auth_for_profile_requests"]).register(router)
+        AccountDataResource(c.auth, self.storage.account_data).register(router)
+        TagsResource(c.auth, self.storage.account_data).register(router)
         # -- rooms: create, send, state, read, membership -------------------------------
         RoomsResource(
             c.auth, c.room_creator, c.membership, c.room_reader, c.ratelimiters["message"]
         ).register(router)
+        # -- rooms: moderation, redaction, context, directory ------------------------------
+        from mxtwisted.api.client.context import ContextResource
+        from mxtwisted.api.client.directory import DirectoryResource
+        from mxtwisted.api.client.redaction import RedactionResource
+        from mxtwisted.api.client.room_moderation import RoomModerationResource
+        from mxtwisted.rooms.directory import RoomDirectory
+
+        RoomModerationResource(c.auth, c.membership, c.room_reader).register(router)
+        RedactionResource(c.auth, c.rooms, c.room_reader, c.ratelimiters["message"]).register(router)
+        ContextResource(c.auth, c.room_reader).register(router)
+        DirectoryResource(c.auth, RoomDirectory(c.rooms, c.policies)).register(router)
+        # -- typing, receipts, read markers, presence -------------------------------------
+        from mxtwisted.api.client.presence import PresenceResource
+        from mxtwisted.api.client.receipts import ReceiptsResource
+        from mxtwisted.api.client.typing import TypingResource
+
+        TypingResource(c.auth, c.typing, c.presence).register(router)
+        ReceiptsResource(c.auth, c.receipts, c.presence).register(router)
+        PresenceResource(c.auth, c.presence, c.ratelimiters["presence"]).register(router)
+
+    def build_admin_api(self, router: Router) -> None:
+        """Register Synapse-compatible admin endpoints (``/_synapse/admin/...``), served on client listeners."""
+        c = self.components
+        assert c is not None
+        # -- admin: shared-secret registration, registration tokens --------------------
+        from mxtwisted.api.admin.register import SharedSecretRegistrationResource, shared_secret_from_config
+        from mxtwisted.api.admin.registration_tokens import RegistrationTokensAdminResource
+        from mxtwisted.config import ConfigError
+
+        try:
+            shared_secret = shared_secret_from_config(self.config)
+        except ConfigError as e:
+            raise StartupError(str(e)) from e
+        SharedSecretRegistrationResource(
+            shared_secret, self.reactor, c.registration, c.sessions, self.config.server_name
+        ).register(router)
+        RegistrationTokensAdminResource(c.auth, self.storage.users, self.storage.registration_tokens, self.reactor).register(
+            router
+        )
 
     def build_router(self, listener: ListenerConfig) -> Router:
         """The routes a listener serves, from its ``resources`` names."""

@@ -70,6 +70,7 @@ EXAMPLES: dict[str, Any] = {
     "modules": [{"module": "my_module.MySpamChecker", "config": {"blocked_words": ["spam"]}}],
     "log_config": "/etc/matrixhs/log.yaml",
     "rc_login": {"address": {"per_second": 0.003, "burst_count": 5}, "failed_attempts": {"per_second": 0.17, "burst_count": 3}},
+    "login_via_existing_session": {"enabled": True, "require_ui_auth": True, "token_timeout": "5m"},
 }
 
 EXTRA_DOCS: dict[str, str] = {

@@ -138,11 +138,38 @@ def _build_schema() -> Mapping:
             "media_store_path": k(Nullable(Str()), None, doc="Defaults to <config dir>/media_store."),
             "max_upload_size": k(Size(), 50 * 1024 * 1024),
             "max_request_size": k(Size(), 4 * 1024 * 1024, doc="Largest JSON request body accepted (M_TOO_LARGE)."),
-            "enable_registration": k(Bool(), False),
-            "enable_registration_without_verification": k(Bool(), False),
-            "registration_requires_token": k(Bool(), False),
-            "registration_shared_secret": k(Nullable(Str()), None),
+            "enable_registration": k(
+                Bool(),
+                False,
+                doc="Let anyone create an account with POST /register. Open registration also needs"
+                " enable_registration_without_verification (matrixhs offers no email or captcha verification);"
+                " see docs/accounts.md.",
+            ),
+            "enable_registration_without_verification": k(
+                Bool(), False, doc="Together with enable_registration: register with the m.login.dummy stage only."
+            ),
+            "registration_requires_token": k(
+                Bool(),
+                False,
+                doc="Registration needs a registration token (m.login.registration_token) that an admin created"
+                " with the admin API; tokens are accepted even when enable_registration is false.",
+            ),
+            "registration_shared_secret": k(
+                Nullable(Str()),
+                None,
+                doc="Lets whoever knows it create accounts (admin or not) through /_synapse/admin/v1/register,"
+                " e.g. with 'python -m mxtwisted register-user'. Keep it secret.",
+            ),
+            "registration_shared_secret_path": k(
+                Nullable(Str()),
+                None,
+                doc="A file holding the registration shared secret (instead of registration_shared_secret;"
+                " setting both is an error).",
+            ),
             "allow_guest_access": k(Bool(), False, doc="Allow guest accounts (register with kind=guest)."),
+            "require_auth_for_profile_requests": k(
+                Bool(), False, doc="Require an access token to read profiles (GET /profile/...): 401 without one."
+            ),
             "refreshable_access_token_lifetime": k(
                 Duration(), 300_000, doc="Lifetime of access tokens issued with a refresh token (refresh_token: true)."
             ),
@@ -201,6 +228,29 @@ def _build_schema() -> Mapping:
                     }
                 ),
                 default=lambda: {},
+            ),
+            "presence": k(
+                Mapping(
+                    {
+                        "enabled": k(Bool(), True, doc="Track and share presence. When false, PUT /presence is accepted"
+                                     " and ignored, GET /presence answers offline and /sync carries no presence."),
+                        "include_offline_users_on_sync": k(
+                            Bool(), False, doc="Include offline users in the presence of an initial sync."
+                        ),
+                        "idle_timeout": k(
+                            Duration(), 300_000, doc="How long after their last activity an online user becomes unavailable."
+                        ),
+                        "sync_online_timeout": k(
+                            Duration(), 30_000, doc="How long after their client stopped syncing a user becomes offline."
+                        ),
+                        "last_active_granularity": k(
+                            Duration(), 60_000, doc="How long after their last activity a user counts as currently_active."
+                        ),
+                    }
+                ),
+                default=lambda: {},
+                doc="Presence (online, unavailable, offline; status messages), shared with users in the same rooms."
+                " See docs/ephemeral.md.",
             ),
             "modules": k(ListOf(_MODULE), default=lambda: []),
             "log_config": k(Nullable(Str()), None, doc="A Python logging dictConfig YAML file (as Synapse's)."),

@@ -47,20 +47,31 @@ class LocalPasswordProvider:
         return None
 
 
+PASSWORD_LOGIN = "m.login.password"
+
+
 class AuthProviderChain:
-    def __init__(self, providers: Sequence[Any]) -> None:
+    """``password_enabled=False`` (``password_config.enabled: false``) turns password logins off for every
+    provider, modules included, as in Synapse; other login types stay available."""
+
+    def __init__(self, providers: Sequence[Any], password_enabled: bool = True) -> None:
         self.providers = list(providers)
+        self.password_enabled = password_enabled
 
     def login_types(self) -> dict[str, tuple[str, ...]]:
         """Every login type some provider supports, with its required fields."""
         types: dict[str, tuple[str, ...]] = {}
         for provider in self.providers:
             for login_type, fields in provider.login_types().items():
+                if login_type == PASSWORD_LOGIN and not self.password_enabled:
+                    continue
                 types.setdefault(login_type, tuple(fields))
         return types
 
     async def check_login(self, user_id: Optional[str], login_type: str, login_dict: dict) -> Optional[AuthResult]:
         """The authenticated user, or None if no provider accepted the login."""
+        if login_type == PASSWORD_LOGIN and not self.password_enabled:
+            return None
         for provider in self.providers:
             if login_type not in provider.login_types():
                 continue

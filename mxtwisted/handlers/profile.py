@@ -134,7 +134,7 @@ class ProfileHandler:
         self._remote_profile_query = remote_profile_query
         self._listeners: list[ProfileChangeListener] = []
         # Per-user write locks: the size check and the write must not interleave.
-        self._locks: dict[str, tuple[defer.DeferredLock, int]] = {}
+        self._locks: dict[str, defer.DeferredLock] = {}
 
     # -- hooks ------------------------------------------------------------------
     def add_profile_change_listener(self, listener: ProfileChangeListener) -> None:
@@ -143,13 +143,16 @@ class ProfileHandler:
         Spec: "Events on Change of Profile Information": the room engine sends a
         new ``m.room.member`` join event into each of the user's rooms, presence
         an ``m.presence`` update. ``new_profile`` is the whole profile after the
-        change. Listeners run in the order they were added and are awaited; a
-        failing listener is logged and does not undo the change or stop the others.
+        change. Listeners run in the order they were added and are awaited
+        before the next change of the same user's profile (so they see changes
+        in order) and before the response; a failing listener is logged and
+        does not undo the change or stop the others.
         """
         self._listeners.append(listener)
 
     def set_remote_profile_query(self, query: Optional[RemoteProfileQuery]) -> None:
-        """Where remote profiles come from (the federation profile query, ``GET /_matrix/federation/v1/query/profile``)."""
+        """Where remote profiles come from: the federation profile query
+        (``GET /_matrix/federation/v1/query/profile``)."""
         self._remote_profile_query = query
 
     def is_mine(self, user_id: str) -> bool:
@@ -185,7 +188,10 @@ class ProfileHandler:
 
     # -- changing -------------------------------------------------------------------
     async def set_profile_field(self, requester: Requester, user_id: str, key_name: str, value: Any) -> None:
-        """``PUT /profile/{userId}/{keyName}``: validate and store ``value`` (an empty ``displayname``/``avatar_url`` clears it)."""
+        """``PUT /profile/{userId}/{keyName}``: validate and store ``value``.
+
+        An empty ``displayname`` or ``avatar_url`` clears the field.
+        """
         self.check_can_change(requester, user_id, key_name)
         to_store = check_profile_value(key_name, value)
         await self._change(user_id, key_name, to_store)
@@ -213,15 +219,18 @@ class ProfileHandler:
                         f"The profile would exceed its maximum size of {MAX_PROFILE_SIZE} bytes",
                     )
             await self._profiles.set_field(user_id, key_name, value)
-        if key_name in PROPAGATED_FIELDS:
-            await self._notify(user_id, profile)
+            if key_name in PROPAGATED_FIELDS:
+                # Still under the lock: listeners see a user's changes in the order they were made.
+                await self._notify(user_id, profile)
 
     async def _notify(self, user_id: str, profile: dict[str, Any]) -> None:
         for listener in list(self._listeners):
             try:
                 await defer.maybeDeferred(listener, user_id, dict(profile))
             except Exception:
-                log.failure("Profile change listener {listener!r} failed for {user_id}", listener=listener, user_id=user_id)
+                log.failure(
+                    "Profile change listener {listener!r} failed for {user_id}", listener=listener, user_id=user_id
+                )
 
     # -- checks ---------------------------------------------------------------------
     def _check_user_id(self, user_id: str) -> None:
@@ -229,7 +238,10 @@ class ProfileHandler:
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user ID")
 
     def check_can_change(self, requester: Requester, user_id: str, key_name: str) -> None:
-        """Refuse a change of ``key_name`` in ``user_id``'s profile by ``requester`` (400, 403), before the body is read."""
+        """Refuse a change of ``key_name`` in ``user_id``'s profile by ``requester`` (400, 403).
+
+        Called before the body is read, so that refusals do not depend on it.
+        """
         self._check_user_id(user_id)
         check_profile_key(key_name)
         if requester.user_id != user_id:
@@ -253,17 +265,12 @@ class ProfileHandler:
 
     @asynccontextmanager
     async def _user_lock(self, user_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(user_id, (None, 0))
-        if lock is None:
-            lock = defer.DeferredLock()
-        self._locks[user_id] = (lock, users + 1)
+        """Serialise the profile changes of one user (in this process)."""
+        lock = self._locks.setdefault(user_id, defer.DeferredLock())
         await lock.acquire()
         try:
             yield
         finally:
-            lock.release()
-            lock_now, users_now = self._locks[user_id]
-            if users_now <= 1:
-                del self._locks[user_id]
-            else:
-                self._locks[user_id] = (lock_now, users_now - 1)
+            lock.release()  # hands the lock to the next waiter, if any
+            if not lock.locked:
+                self._locks.pop(user_id, None)

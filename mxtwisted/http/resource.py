@@ -69,7 +69,27 @@ def parse_json_object(request: MatrixRequest, allow_empty: bool = False) -> dict
         raise MatrixError(400, Codes.NOT_JSON, "Content not JSON.") from None
     if not isinstance(value, dict):
         raise MatrixError(400, Codes.BAD_JSON, "Content must be a JSON object.")
+    if b"\\u" in raw and _has_lone_surrogate(value):
+        raise MatrixError(400, Codes.BAD_JSON, "Content contains an unpaired UTF-16 surrogate.")
     return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """JSON escapes can encode lone surrogates, which are not Unicode text and cannot be stored."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def query_arg(request: server.Request, name: str, default: Optional[str] = None) -> Optional[str]:

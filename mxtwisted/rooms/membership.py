@@ -8,11 +8,15 @@ the user's profile (displayname, avatar_url), as clients expect.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
+from twisted.logger import Logger
+
+from mxtwisted.events.auth import AUTHORISING_USER
 from mxtwisted.events.validation import is_valid_user_id
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomEngine
+from mxtwisted.rooms.restricted import restricted_join_authoriser
 from mxtwisted.storage.profiles import ProfileStore
 
 JOIN = "join"
@@ -21,11 +25,22 @@ INVITE = "invite"
 BAN = "ban"
 KNOCK = "knock"
 
+log = Logger()
+
+#: Checks before a membership change: (sender, room_id, target, membership, current membership); raise MatrixError
+#: to refuse (spam checkers: mxtwisted.rooms.policy).
+MembershipCheck = Callable[[str, str, str, str, Optional[str]], Awaitable[None]]
+
 
 class MembershipHandler:
     def __init__(self, engine: RoomEngine, profiles: ProfileStore) -> None:
         self.engine = engine
         self._profiles = profiles
+        self._checks: list[MembershipCheck] = []
+
+    def add_check(self, check: MembershipCheck) -> None:
+        """Called before each membership change is sent; may refuse it with a MatrixError."""
+        self._checks.append(check)
 
     async def _profile_content(self, user_id: str) -> dict[str, Any]:
         profile = await self._profiles.get_profile(user_id)
@@ -55,6 +70,8 @@ class MembershipHandler:
         current = await self.engine.get_state_events(room, [("m.room.member", target)])
         current_membership = current[("m.room.member", target)].membership if current else None
         content: dict[str, Any] = dict(extra_content or {})
+        # Only this server names who authorised a restricted join (below), never the client.
+        content.pop(AUTHORISING_USER, None)
         content["membership"] = membership
         if reason:
             content["reason"] = reason
@@ -69,5 +86,35 @@ class MembershipHandler:
             existing = current[("m.room.member", target)]
             if all(existing.content.get(k) == v for k, v in content.items()):
                 return existing.event_id
+        for check in self._checks:
+            await check(sender, room_id, target, membership, current_membership)
+        if membership == JOIN and target == sender and current_membership not in (JOIN, INVITE, BAN):
+            authoriser = await restricted_join_authoriser(self.engine, room, target)
+            if authoriser is not None:
+                content[AUTHORISING_USER] = authoriser
         event_id, _ = await self.engine.send_event(sender, room_id, "m.room.member", content, state_key=target, txn=txn)
         return event_id
+
+    async def on_profile_change(self, user_id: str, profile: dict[str, Any]) -> None:
+        """Spec "Events on Change of Profile Information": a new join event with the new displayname/avatar_url
+        in every room the user is joined to. A room that refuses it (e.g. a module) does not stop the others."""
+        rooms = await self.engine.store.get_rooms_for_user(user_id, ("join",))
+        for room_id in sorted(rooms):
+            room = await self.engine.get_room_cache(room_id)
+            current = await self.engine.get_state_events(room, [("m.room.member", user_id)])
+            event = current.get(("m.room.member", user_id))
+            content = dict(event.content) if event else {"membership": JOIN}
+            for key in ("displayname", "avatar_url"):
+                value = profile.get(key)
+                if isinstance(value, str) and value:
+                    content[key] = value
+                else:
+                    content.pop(key, None)
+            content.pop("reason", None)
+            content["membership"] = JOIN
+            if event is not None and event.content == content:
+                continue
+            try:
+                await self.engine.send_event(user_id, room_id, "m.room.member", content, state_key=user_id)
+            except MatrixError as e:
+                log.warn("Profile change not propagated to {room_id}: {e}", room_id=room_id, e=e)

@@ -72,6 +72,12 @@ class HttpLayerTests(TestCase):
         response, body = await self.request("POST", "/echo", data=b'{"a": NaN}')
         self.assertEqual((response.code, json.loads(body)["errcode"]), (400, "M_NOT_JSON"))
 
+    async def test_lone_surrogate_is_bad_json(self):
+        response, body = await self.request("POST", "/echo", data=b'{"a": "\\ud800"}')
+        self.assertEqual((response.code, json.loads(body)["errcode"]), (400, "M_BAD_JSON"))
+        response, body = await self.request("POST", "/echo", data=b'{"a": "\\ud83d\\ude00"}')
+        self.assertEqual((response.code, json.loads(body)), (200, {"got": {"a": "\U0001F600"}}))
+
     async def test_bad_json_when_not_an_object(self):
         response, body = await self.request("POST", "/echo", data=b"[1, 2]")
         self.assertEqual((response.code, json.loads(body)["errcode"]), (400, "M_BAD_JSON"))

@@ -130,6 +130,15 @@ class RoomTests(TestCase):
             code, resp = await self.req("PUT", f"/rooms/{room_id}/send/m.room.message/v{version}", {"body": version}, who=self.bob)
             self.assertEqual(code, 200, (version, resp))
 
+    async def test_profile_change_becomes_member_events(self):
+        room_a = await self.create()
+        room_b = await self.create()
+        code, resp = await self.req("PUT", f"/profile/{self.alice['user_id']}/displayname", {"displayname": "Alice A."})
+        self.assertEqual(code, 200, resp)
+        for room_id in (room_a, room_b):
+            code, member = await self.req("GET", f"/rooms/{room_id}/state/m.room.member/{self.alice['user_id']}")
+            self.assertEqual(member, {"membership": "join", "displayname": "Alice A."})
+
     async def test_bad_requests(self):
         code, resp = await self.req("POST", "/createRoom", {"room_version": "99"})
         self.assertEqual((code, resp["errcode"]), (400, "M_UNSUPPORTED_ROOM_VERSION"))
