@@ -4,6 +4,7 @@ Subcommands:
   generate-config  write a new homeserver.yaml and signing key (never overwrites)
   check-config     validate a configuration and print the ignored Synapse keys
   start            generate if missing, then run ``twistd -n matrixhs -c CONFIG``
+  register-user    create an account on a running server with the registration shared secret
 
 Unix conventions: ``--help``, errors on stderr, exit status 0 on success, 1 on
 an error, 2 on a usage error.
@@ -137,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--port", type=int, default=8008, help="HTTP port for a new configuration")
     start.add_argument("--enable-registration", action="store_true", help="open registration in a new configuration")
     start.set_defaults(func=_start)
+
+    from mxtwisted.admin_cli import add_register_user_parser
+
+    add_register_user_parser(sub)
     return parser
 
 

@@ -20,6 +20,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mxtwisted.api.client.rooms import RoomsResource
@@ -114,6 +115,7 @@ class HomeserverService(MultiService):
         self.modules = modules
         self.storage: Any = None
         self.components: Optional[ClientComponents] = None
+        self._jobs: list[LoopingCall] = []
         self.sites: list[MatrixSite] = []
         self.ports: list[IListeningPort] = []
         self._on_fatal = on_fatal
@@ -147,6 +149,23 @@ class HomeserverService(MultiService):
                     raise StartupError(f"module {module.name!r} failed to start: {e}") from e
         for listener in self.config.listeners:
             await self._listen(listener)
+        self._start_background_jobs()
+
+    def _start_background_jobs(self) -> None:
+        """Periodic housekeeping: expire UIA sessions (releasing reserved registration tokens)."""
+        components = self.components
+        assert components is not None
+
+        async def expire() -> None:
+            try:
+                await components.uia.expire_sessions()
+            except Exception:
+                log.failure("Expiring UIA sessions failed")
+
+        job = LoopingCall(lambda: defer.ensureDeferred(expire()))
+        job.clock = self.reactor
+        job.start(3600, now=True)
+        self._jobs.append(job)
 
     def _started(self, _: Any) -> None:
         for port in self.ports:
@@ -441,6 +460,10 @@ class HomeserverService(MultiService):
     async def _stop(self) -> None:
         if self._start_d is not None and not self._start_d.called:
             await self._start_d
+        for job in self._jobs:
+            if job.running:
+                job.stop()
+        self._jobs = []
         ports, self.ports = self.ports, []
         await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
         waits = [site.wait_idle() for site in self.sites]

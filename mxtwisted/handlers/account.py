@@ -144,7 +144,9 @@ class AccountHandler:
         user_id = requester.user_id
         await self._users.set_password_hash(user_id, password_hash)
         if logout_devices:
-            others = [d.device_id for d in await self._devices.get_devices(user_id) if d.device_id != requester.device_id]
+            others = [
+                d.device_id for d in await self._devices.get_devices(user_id) if d.device_id != requester.device_id
+            ]
             if others:
                 await self._sessions.delete_devices(user_id, others)
             await self._tokens.delete_user_tokens(user_id, except_token_hash=requester.token_hash)

@@ -79,4 +79,6 @@ class Authenticator:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", extra={"soft_logout": False})
         if not allow_expired and info.valid_until_ts is not None and info.valid_until_ts <= self._clock.seconds() * 1000:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token has expired", extra={"soft_logout": True})
+        if not info.used and info.refresh_token_hash is not None:
+            await self._tokens.mark_access_token_used(info)
         return Requester(info.user_id, info.device_id, info.is_guest, info.token_hash)

@@ -16,9 +16,13 @@ import bcrypt
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
+#: bcrypt only uses the first 72 bytes of its input. bcrypt < 5 truncated silently (so Synapse's hashes of longer
+#: passwords are hashes of the first 72 bytes); bcrypt >= 5 raises instead, so truncate here, compatibly.
+BCRYPT_MAX_BYTES = 72
+
 
 def _normalise(password: str, pepper: str) -> bytes:
-    return unicodedata.normalize("NFKC", password + pepper).encode("utf-8")
+    return unicodedata.normalize("NFKC", password + pepper).encode("utf-8")[:BCRYPT_MAX_BYTES]
 
 
 class PasswordHasher:

@@ -75,11 +75,17 @@ class RegistrationHandler:
         admin: bool = False,
         display_name: Optional[str] = None,
         user_type: Optional[str] = None,
+        password_hash: Optional[str] = None,
     ) -> str:
-        """Create the account (password hashed with bcrypt); returns the user ID."""
+        """Create the account (password hashed with bcrypt); returns the user ID.
+
+        ``password_hash`` is an already-hashed password (registration keeps it in the UIA session instead of the
+        plaintext); it is used when ``password`` is None.
+        """
         self.check_localpart(localpart, allow_numeric=is_guest)
         user_id = self.user_id(localpart)
-        password_hash = await self.hasher.hash(password) if password is not None else None
+        if password is not None:
+            password_hash = await self.hasher.hash(password)
         now = int(self._clock.seconds() * 1000)
         try:
             await self.users.create_user(user_id, password_hash, now, is_guest=is_guest, admin=admin, user_type=user_type)

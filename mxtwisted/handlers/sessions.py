@@ -88,15 +88,24 @@ class SessionIssuer:
         return result
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
-        """Spec: POST /refresh. A used, unknown or expired refresh token is 401 M_UNKNOWN_TOKEN."""
-        found = await self.tokens.consume_refresh_token(refresh_token)
+        """Spec: POST /refresh. An unknown, replaced or expired refresh token is 401 M_UNKNOWN_TOKEN.
+
+        The old refresh token keeps working until the new pair is first used (the spec's grace period for a
+        client that lost the response).
+        """
+        now = self.now_ms()
+        new_refresh = new_token("mxr")
+        new_access = new_token("mxt")
+        refresh_expiry = now + self._refresh_token_lifetime_ms if self._refresh_token_lifetime_ms else None
+        found = await self.tokens.rotate_refresh_token(
+            refresh_token, new_refresh, new_access, now, refresh_expiry, now + self._refreshable_lifetime_ms
+        )
         if found is None:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown refresh token", extra={"soft_logout": False})
-        user_id, device_id, expiry = found
-        if expiry is not None and expiry <= self.now_ms():
+        _, _, expiry = found
+        if expiry is not None and expiry <= now:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Refresh token has expired", extra={"soft_logout": False})
-        issued = await self.issue_tokens(user_id, device_id, refreshable=True)
-        return {k: issued[k] for k in ("access_token", "refresh_token", "expires_in_ms")}
+        return {"access_token": new_access, "refresh_token": new_refresh, "expires_in_ms": self._refreshable_lifetime_ms}
 
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
         """Delete devices with their tokens (logout of those devices)."""

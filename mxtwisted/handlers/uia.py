@@ -45,9 +45,14 @@ class UserInteractiveAuth:
         self._clock = clock
         self._lifetime_ms = session_lifetime_ms
         self._checkers: dict[str, StageChecker] = {DUMMY: self._check_dummy}
+        self._expiry_hooks: list[Callable[[dict], Awaitable[None]]] = []
 
     def add_stage(self, stage_type: str, checker: StageChecker) -> None:
         self._checkers[stage_type] = checker
+
+    def add_expiry_hook(self, hook: Callable[[dict], Awaitable[None]]) -> None:
+        """Called with the server-side data of each session as it expires (to release what it reserved)."""
+        self._expiry_hooks.append(hook)
 
     @property
     def store(self) -> UIAStore:
@@ -126,5 +131,10 @@ class UserInteractiveAuth:
         raise MatrixError(401, error.errcode if error else Codes.UNAUTHORIZED, error.message if error else "", extra=body_401)
 
     async def expire_sessions(self) -> int:
-        """Delete expired sessions (run periodically)."""
-        return await self._store.delete_expired(self._now() - self._lifetime_ms)
+        """Delete expired sessions (run periodically by the service), running the expiry hooks first."""
+        cutoff = self._now() - self._lifetime_ms
+        if self._expiry_hooks:
+            for serverdict in await self._store.get_expired_serverdicts(cutoff):
+                for hook in self._expiry_hooks:
+                    await hook(serverdict)
+        return await self._store.delete_expired(cutoff)

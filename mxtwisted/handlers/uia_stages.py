@@ -94,5 +94,11 @@ def install_stages(
         await uia.store.set_server_value(session_id, "registration_token", token)
         return token
 
+    async def release_unused_token(serverdict: dict) -> None:
+        token = serverdict.get("registration_token")
+        if isinstance(token, str) and not serverdict.get("registered_user_id"):
+            await registration_tokens.release(token)
+
     uia.add_stage(PASSWORD, check_password)
     uia.add_stage(REGISTRATION_TOKEN, check_registration_token)
+    uia.add_expiry_hook(release_unused_token)

@@ -188,6 +188,9 @@ class TokenInfo:
     is_guest: bool
     deactivated: bool
     token_hash: str
+    #: Set for access tokens issued with a refresh token; ``used`` records their first use.
+    refresh_token_hash: Optional[str] = None
+    used: bool = True
 
 
 class TokenStore:
@@ -246,13 +249,13 @@ class TokenStore:
 
         async def txn_fn(txn: Txn) -> Optional[tuple]:
             return await txn.select_one(
-                "SELECT t.user_id, t.device_id, t.valid_until_ts, u.is_guest, u.deactivated"
+                "SELECT t.user_id, t.device_id, t.valid_until_ts, u.is_guest, u.deactivated, t.refresh_token_hash, t.used"
                 " FROM access_tokens AS t JOIN users AS u ON u.user_id = t.user_id WHERE t.token_hash = ?",
                 (h,),
             )
 
         row = await self.db.run_interaction("get_access_token", txn_fn, readonly=True)
-        info = TokenInfo(row[0], row[1], row[2], bool(row[3]), bool(row[4]), h) if row else None
+        info = TokenInfo(row[0], row[1], row[2], bool(row[3]), bool(row[4]), h, row[5], bool(row[6])) if row else None
         self._cache_put(h, info)
         return info
 
@@ -339,27 +342,58 @@ class TokenStore:
 
         await self.db.run_interaction("add_refresh_token", txn_fn)
 
-    async def consume_refresh_token(self, token: str) -> Optional[tuple[str, str, Optional[int]]]:
-        """Atomically take a refresh token: (user_id, device_id, expiry_ts), or None if unknown.
+    async def rotate_refresh_token(
+        self, old_token: str, new_refresh: str, new_access: str, now_ms: int,
+        refresh_expiry_ts: Optional[int], access_valid_until_ts: Optional[int],
+    ) -> Optional[tuple[str, str, Optional[int]]]:
+        """Exchange a refresh token for a new refresh + access token pair, atomically.
 
-        Its access token is revoked with it: a refresh replaces both.
+        Spec grace period: the old token stays usable until its successor (or the successor's access token) is
+        first used; using it again in the meantime replaces that unused successor. Returns (user_id, device_id,
+        old token's expiry_ts), or None if the old token is unknown.
         """
-        h = token_hash(token)
+        old = token_hash(old_token)
+        new_rh = token_hash(new_refresh)
+        new_ah = token_hash(new_access)
 
         async def txn_fn(txn: Txn) -> Optional[tuple]:
             row = await txn.select_one(
-                "SELECT user_id, device_id, expiry_ts FROM refresh_tokens WHERE token_hash = ?", (h,)
+                "SELECT user_id, device_id, expiry_ts, next_token_hash FROM refresh_tokens WHERE token_hash = ?", (old,)
             )
             if row is None:
                 return None
-            await txn.execute("DELETE FROM refresh_tokens WHERE token_hash = ?", (h,))
-            old = await txn.select("SELECT token_hash FROM access_tokens WHERE refresh_token_hash = ?", (h,))
-            await txn.execute("DELETE FROM access_tokens WHERE refresh_token_hash = ?", (h,))
-            txn.call_after(self._invalidate, [r[0] for r in old])
-            return row
+            user_id, device_id, expiry, successor = row
+            dropped: list[str] = []
+            if successor is not None:
+                # The successor was never used (or this token would be gone): replace it.
+                dropped += await _delete_refresh_tokens(txn, "token_hash = ?", (successor,))
+            # This token's own predecessor is now certainly obsolete.
+            dropped += await _delete_refresh_tokens(txn, "next_token_hash = ?", (old,))
+            await txn.execute(
+                "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts, expiry_ts) VALUES (?, ?, ?, ?, ?)",
+                (new_rh, user_id, device_id, now_ms, refresh_expiry_ts),
+            )
+            await txn.execute(
+                "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, valid_until_ts,"
+                " refresh_token_hash, used) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                (new_ah, user_id, device_id, now_ms, access_valid_until_ts, new_rh),
+            )
+            await txn.execute("UPDATE refresh_tokens SET next_token_hash = ? WHERE token_hash = ?", (new_rh, old))
+            txn.call_after(self._invalidate, dropped + [new_ah])
+            return user_id, device_id, expiry
 
-        row = await self.db.run_interaction("consume_refresh_token", txn_fn)
-        return (row[0], row[1], row[2]) if row else None
+        return await self.db.run_interaction("rotate_refresh_token", txn_fn)
+
+    async def mark_access_token_used(self, info: TokenInfo) -> None:
+        """First use of an access token from a refresh: the refresh token it replaced is now revoked."""
+
+        async def txn_fn(txn: Txn) -> list[str]:
+            await txn.execute("UPDATE access_tokens SET used = 1 WHERE token_hash = ?", (info.token_hash,))
+            dropped = await _delete_refresh_tokens(txn, "next_token_hash = ?", (info.refresh_token_hash,))
+            txn.call_after(self._invalidate, dropped + [info.token_hash])
+            return dropped
+
+        await self.db.run_interaction("mark_access_token_used", txn_fn)
 
     # -- login tokens --------------------------------------------------------
     async def add_login_token(
@@ -385,3 +419,15 @@ class TokenStore:
             return row[0]
 
         return await self.db.run_interaction("consume_login_token", txn_fn)
+
+
+async def _delete_refresh_tokens(txn: Txn, where: str, args: tuple) -> list[str]:
+    """Delete the refresh tokens matching ``where`` and the access tokens issued with them; returns the
+    deleted access token hashes (for cache invalidation)."""
+    refresh = [r[0] for r in await txn.select(f"SELECT token_hash FROM refresh_tokens WHERE {where}", args)]
+    dropped: list[str] = []
+    for rh in refresh:
+        dropped += [r[0] for r in await txn.select("SELECT token_hash FROM access_tokens WHERE refresh_token_hash = ?", (rh,))]
+        await txn.execute("DELETE FROM access_tokens WHERE refresh_token_hash = ?", (rh,))
+        await txn.execute("DELETE FROM refresh_tokens WHERE token_hash = ?", (rh,))
+    return dropped

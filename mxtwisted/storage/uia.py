@@ -104,6 +104,15 @@ class UIAStore:
 
         await self.db.run_interaction("delete_ui_auth_session", txn_fn)
 
+    async def get_expired_serverdicts(self, older_than_ms: int) -> list[dict]:
+        """The server-side data of sessions about to expire (to release what they reserved)."""
+
+        async def txn_fn(txn: Txn) -> list:
+            return await txn.select("SELECT serverdict FROM ui_auth_sessions WHERE creation_ts < ?", (older_than_ms,))
+
+        rows = await self.db.run_interaction("get_expired_ui_auth", txn_fn, readonly=True)
+        return [json.loads(r[0]) for r in rows]
+
     async def delete_expired(self, older_than_ms: int) -> int:
         async def txn_fn(txn: Txn) -> int:
             await txn.execute(
@@ -188,6 +197,27 @@ class RegistrationTokenStore:
 
         return await self.db.run_interaction("delete_registration_token", txn_fn) == 1
 
+    async def update(self, token: str, changes: dict[str, Optional[int]]) -> Optional[RegistrationToken]:
+        """Set ``uses_allowed`` and/or ``expiry_time`` (the keys of ``changes``); the updated token, or None if unknown."""
+        columns = [name for name in ("uses_allowed", "expiry_time") if name in changes]
+        if len(columns) != len(changes):
+            raise ValueError(f"unknown registration token fields: {sorted(set(changes) - set(columns))}")
+
+        async def txn_fn(txn: Txn) -> Optional[tuple]:
+            if columns:
+                assignments = ", ".join(f"{name} = ?" for name in columns)
+                await txn.execute(
+                    f"UPDATE registration_tokens SET {assignments} WHERE token = ?",
+                    (*[changes[name] for name in columns], token),
+                )
+            return await txn.select_one(
+                "SELECT token, uses_allowed, pending, completed, expiry_time FROM registration_tokens WHERE token = ?",
+                (token,),
+            )
+
+        row = await self.db.run_interaction("update_registration_token", txn_fn)
+        return RegistrationToken(*row) if row else None
+
     async def reserve(self, token: str, now_ms: int) -> bool:
         """Take one pending use of a valid token (in one transaction, so two sessions can't overspend it)."""
 
@@ -202,6 +232,16 @@ class RegistrationTokenStore:
             return True
 
         return await self.db.run_interaction("reserve_registration_token", txn_fn)
+
+    async def release(self, token: str) -> None:
+        """A session that reserved a use of the token expired unfinished: the use is free again."""
+
+        async def txn_fn(txn: Txn) -> None:
+            await txn.execute(
+                "UPDATE registration_tokens SET pending = pending - 1 WHERE token = ? AND pending > 0", (token,)
+            )
+
+        await self.db.run_interaction("release_registration_token", txn_fn)
 
     async def complete(self, token: str) -> None:
         """A registration that used the token finished: pending → completed."""

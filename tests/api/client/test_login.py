@@ -353,6 +353,24 @@ class RefreshTests(LoginTestCase):
             body = await self.call("POST", REFRESH, {"refresh_token": token}, expect=401, errcode="M_UNKNOWN_TOKEN")
             self.assertIs(body["soft_logout"], False)
 
+    async def test_old_refresh_token_valid_until_successor_is_used(self):
+        """Spec: a client that lost the /refresh response can retry with the old token."""
+        hs = await self.start()
+        await hs.register_user("alice", "pw")
+        login = await self.login(refresh_token=True)
+        lost = await self.call("POST", REFRESH, {"refresh_token": login["refresh_token"]}, expect=200)
+        retried = await self.call("POST", REFRESH, {"refresh_token": login["refresh_token"]}, expect=200)
+        # The retry replaced the unused pair from the lost response.
+        await self.assert_token_dead(lost["access_token"])
+        await self.call("POST", REFRESH, {"refresh_token": lost["refresh_token"]}, expect=401, errcode="M_UNKNOWN_TOKEN")
+        # First use of the new access token revokes the old refresh token.
+        await self.call("GET", WHOAMI, token=retried["access_token"], expect=200)
+        await self.call("POST", REFRESH, {"refresh_token": login["refresh_token"]}, expect=401, errcode="M_UNKNOWN_TOKEN")
+        # Using the new refresh token (instead of the access token) also revokes its predecessor.
+        nxt = await self.call("POST", REFRESH, {"refresh_token": retried["refresh_token"]}, expect=200)
+        await self.call("POST", REFRESH, {"refresh_token": nxt["refresh_token"]}, expect=200)
+        await self.call("POST", REFRESH, {"refresh_token": retried["refresh_token"]}, expect=401, errcode="M_UNKNOWN_TOKEN")
+
     async def test_malformed(self):
         await self.start()
         # The spec documents no 400 for /refresh; these are the API's standard malformed-request errors.
