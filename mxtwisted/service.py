@@ -91,6 +91,9 @@ class ClientComponents:
     typing: Any = None
     receipts: Any = None
     presence: Any = None
+    #: /sync (mxtwisted.sync.handler.SyncHandler) and the user filters store; set by ``_build_sync``.
+    sync: Any = None
+    filters: Any = None
 
 
 class StartupError(Exception):
@@ -214,7 +217,7 @@ class HomeserverService(MultiService):
             room_creator=RoomCreator(engine, membership, cfg.default_room_version),
             room_reader=RoomReader(engine, self.reactor),
             profile=profile,
-            auth=Authenticator(storage.tokens, self.reactor),
+            auth=Authenticator(storage.tokens, self.reactor, storage.devices),
             hasher=hasher,
             providers=chain,
             sessions=SessionIssuer(
@@ -371,6 +374,35 @@ class HomeserverService(MultiService):
         TypingResource(c.auth, c.typing, c.presence).register(router)
         ReceiptsResource(c.auth, c.receipts, c.presence).register(router)
         PresenceResource(c.auth, c.presence, c.ratelimiters["presence"]).register(router)
+        # -- sync and filters ------------------------------------------------------------
+        self._build_sync(router)
+
+    def _build_sync(self, router: Router) -> None:
+        from mxtwisted.api.client.sync import SyncResource
+        from mxtwisted.storage.filters import FilterStore
+        from mxtwisted.storage.sync import SyncStore
+        from mxtwisted.sync.handler import SyncHandler
+
+        c = self.components
+        assert c is not None
+        if c.sync is None:
+            # Once per server (build_client_api runs for each client listener).
+            account_data = self.storage.account_data
+            account_data.add_listener(
+                lambda user_id, _: c.notifier.notify_users("account_data", account_data.stream.current, [user_id])
+            )
+
+            def set_presence(user_id: str, state: Optional[str]) -> Any:
+                setter = c.set_presence  # looked up per request: whoever provides presence may set it late
+                return setter(user_id, state) if setter is not None else None
+
+            c.sync = SyncHandler(
+                self.reactor, c.room_reader, self.storage.events, SyncStore(self.storage.db), account_data,
+                c.notifier, c.sync_sources, presence_setter=set_presence,
+            )
+            c.filters = FilterStore(self.storage.db)
+            c.account.add_deactivation_hook(lambda user_id, erase: c.filters.delete_user_filters(user_id))
+        SyncResource(c.auth, c.sync, c.filters).register(router)
 
     def build_admin_api(self, router: Router) -> None:
         """Register Synapse-compatible admin endpoints (``/_synapse/admin/...``), served on client listeners."""

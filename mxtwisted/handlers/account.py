@@ -49,15 +49,17 @@ DeactivationHook = Callable[[str, bool], Union[Awaitable[Any], None]]
 
 
 def device_to_json(device: Device) -> dict[str, Any]:
-    """The spec's ``Device`` object: ``display_name`` and the ``last_seen_*`` fields only when known."""
-    result: dict[str, Any] = {"device_id": device.device_id}
-    if device.display_name is not None:
-        result["display_name"] = device.display_name
-    if device.last_seen_ip is not None:
-        result["last_seen_ip"] = device.last_seen_ip
-    if device.last_seen_ts is not None:
-        result["last_seen_ts"] = device.last_seen_ts
-    return result
+    """The spec's ``Device`` object.
+
+    Unknown values are sent as ``null`` rather than left out, as Synapse does: the spec's schema marks them
+    optional strings, but deployed clients (matrix-nio among them) require the keys to be present.
+    """
+    return {
+        "device_id": device.device_id,
+        "display_name": device.display_name,
+        "last_seen_ip": device.last_seen_ip,
+        "last_seen_ts": device.last_seen_ts,
+    }
 
 
 class AccountHandler:

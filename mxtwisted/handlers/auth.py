@@ -15,7 +15,7 @@ from typing import Any, Optional
 from twisted.internet.interfaces import IReactorTime
 
 from mxtwisted.http.errors import Codes, MatrixError
-from mxtwisted.storage.accounts import TokenStore
+from mxtwisted.storage.accounts import DeviceStore, TokenStore
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,16 @@ def get_access_token(request: Any) -> Optional[str]:
     return None
 
 
+#: How often a device's last-seen IP/time is written at most (ms).
+LAST_SEEN_INTERVAL_MS = 60_000
+
+
 class Authenticator:
-    def __init__(self, tokens: TokenStore, clock: IReactorTime) -> None:
+    def __init__(self, tokens: TokenStore, clock: IReactorTime, devices: Optional[DeviceStore] = None) -> None:
         self._tokens = tokens
         self._clock = clock
+        self._devices = devices
+        self._last_seen: dict[tuple[str, str], tuple[int, str]] = {}
 
     async def get_requester(self, request: Any, allow_guest: bool = False, allow_expired: bool = False) -> Requester:
         """Authenticate ``request`` or raise the spec's 401/403 error."""
@@ -65,7 +71,29 @@ class Authenticator:
             raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access not allowed")
         request.authenticated_entity = requester.user_id
         request.requester = requester
+        await self._record_seen(request, requester)
         return requester
+
+    async def _record_seen(self, request: Any, requester: Requester) -> None:
+        """Keep devices' last_seen_ip / last_seen_ts current, writing at most once a minute per device."""
+        if self._devices is None or requester.device_id is None:
+            return
+        now = int(self._clock.seconds() * 1000)
+        ip = request.getClientAddressString() if hasattr(request, "getClientAddressString") else "-"
+        key = (requester.user_id, requester.device_id)
+        previous = self._last_seen.get(key)
+        if previous is not None and previous[1] == ip and now - previous[0] < LAST_SEEN_INTERVAL_MS:
+            return
+        self._last_seen[key] = (now, ip)
+        if len(self._last_seen) > 100_000:
+            self._last_seen.clear()
+        agent = request.getHeader(b"user-agent")
+        user_agent = agent.decode("utf-8", "replace")[:512] if isinstance(agent, bytes) else agent
+        try:
+            await self._devices.record_seen(requester.user_id, requester.device_id, ip, user_agent, now)
+        except Exception:
+            # Bookkeeping must never fail the request.
+            self._last_seen.pop(key, None)
 
     async def get_optional_requester(self, request: Any) -> Optional[Requester]:
         """The requester if the request carries a token (which must then be valid), else None."""

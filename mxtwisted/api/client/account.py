@@ -162,9 +162,7 @@ class ThreepidResource:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing parameter: three_pid_creds")
         if not isinstance(creds, dict):
             raise MatrixError(400, Codes.BAD_JSON, "'three_pid_creds' must be an object")
-        raise MatrixError(
-            403, Codes.THREEPID_AUTH_FAILED, "This server does not validate third-party identifiers"
-        )
+        raise MatrixError(403, Codes.THREEPID_AUTH_FAILED, "This server does not validate third-party identifiers")
 
     async def add_threepid(self, request: Any) -> dict[str, Any]:
         """Spec: ``POST /account/3pid/add``: no validation session can exist here (403 M_THREEPID_AUTH_FAILED)."""
