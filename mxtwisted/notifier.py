@@ -46,16 +46,21 @@ class Notifier:
     def wait_for_user(self, user_id: str, timeout_ms: int) -> defer.Deferred:
         """A Deferred firing with (stream, position) on the next notification for ``user_id``,
         or with None after ``timeout_ms``."""
-        d: defer.Deferred = defer.Deferred()
+
+        def forget(d: defer.Deferred) -> None:
+            waiters = self._waiters.get(user_id)
+            if waiters and d in waiters:
+                waiters.remove(d)
+                if not waiters:
+                    del self._waiters[user_id]
+
+        # Cancelling (a /sync whose client went away) unregisters the waiter.
+        d: defer.Deferred = defer.Deferred(canceller=forget)
         self._waiters.setdefault(user_id, []).append(d)
 
         def timed_out() -> None:
             if not d.called:
-                waiters = self._waiters.get(user_id)
-                if waiters and d in waiters:
-                    waiters.remove(d)
-                    if not waiters:
-                        del self._waiters[user_id]
+                forget(d)
                 d.callback(None)
 
         call = self._clock.callLater(max(0, timeout_ms) / 1000.0, timed_out)

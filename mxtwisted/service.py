@@ -119,6 +119,7 @@ class HomeserverService(MultiService):
         self.storage: Any = None
         self.components: Optional[ClientComponents] = None
         self._jobs: list[LoopingCall] = []
+        self._job_runs: set[defer.Deferred] = set()
         self.sites: list[MatrixSite] = []
         self.ports: list[IListeningPort] = []
         self._on_fatal = on_fatal
@@ -165,7 +166,13 @@ class HomeserverService(MultiService):
             except Exception:
                 log.failure("Expiring UIA sessions failed")
 
-        job = LoopingCall(lambda: defer.ensureDeferred(expire()))
+        def run() -> defer.Deferred:
+            d = defer.ensureDeferred(expire())
+            self._job_runs.add(d)
+            d.addBoth(lambda r: (self._job_runs.discard(d), r)[1])
+            return d
+
+        job = LoopingCall(run)
         job.clock = self.reactor
         job.start(3600, now=True)
         self._jobs.append(job)
@@ -496,6 +503,8 @@ class HomeserverService(MultiService):
             if job.running:
                 job.stop()
         self._jobs = []
+        # A housekeeping run in progress finishes before the database closes.
+        await defer.DeferredList(list(self._job_runs))
         ports, self.ports = self.ports, []
         await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
         waits = [site.wait_idle() for site in self.sites]

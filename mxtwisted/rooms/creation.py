@@ -9,7 +9,7 @@ guest_access, ``initial_state``, m.room.name, m.room.topic, then invites.
 from __future__ import annotations
 
 import secrets
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from mxtwisted.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxtwisted.events.validation import is_valid_user_id
@@ -54,17 +54,29 @@ def default_power_levels(creator: str, version: RoomVersion, trusted_invitees: l
     }
 
 
+#: Checks before a room is created: (creator, request body) -> the body to create the room from; raise MatrixError
+#: to refuse (spam checkers and room policies: mxtwisted.rooms.policy).
+CreationCheck = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
 class RoomCreator:
     def __init__(self, engine: RoomEngine, membership: MembershipHandler, default_room_version: str) -> None:
         self.engine = engine
         self.membership = membership
         self.default_room_version = default_room_version
+        self._checks: list[CreationCheck] = []
+
+    def add_check(self, check: CreationCheck) -> None:
+        """Called before each room is created; may refuse it (MatrixError) or return an amended request body."""
+        self._checks.append(check)
 
     def _new_room_id(self) -> str:
         return f"!{secrets.token_urlsafe(18)}:{self.engine.server_name}"
 
     async def create_room(self, creator: str, body: dict[str, Any]) -> tuple[str, Optional[str]]:
         """Create a room from a createRoom request body. Returns (room_id, room_alias)."""
+        for check in self._checks:
+            body = await check(creator, body)
         version_id = body.get("room_version", self.default_room_version)
         if not isinstance(version_id, str) or version_id not in KNOWN_ROOM_VERSIONS:
             raise MatrixError(400, Codes.UNSUPPORTED_ROOM_VERSION, f"Unsupported room version {version_id!r}")

@@ -56,9 +56,17 @@ class RoomReader:
         ev = state.get(("m.room.history_visibility", ""))
         return bool(ev and ev.content.get("history_visibility") == WORLD_READABLE)
 
+    async def _reading_membership(self, room_id: str, user_id: str) -> Optional[str]:
+        """The membership that decides what a user may read: a room they left and forgot reads as never joined
+        (spec: ``POST /rooms/{roomId}/forget``)."""
+        membership = await self.membership(room_id, user_id)
+        if membership in ("leave", "ban") and await self.store.is_forgotten(user_id, room_id):
+            return None
+        return membership
+
     async def check_can_read(self, room_id: str, user_id: str) -> bool:
         """403 unless the user is, was, or may peek (world_readable). Returns whether they are joined now."""
-        membership = await self.membership(room_id, user_id)
+        membership = await self._reading_membership(room_id, user_id)
         if membership == "join":
             return True
         if membership in ("leave", "ban", "invite", "knock"):
@@ -108,7 +116,7 @@ class RoomReader:
 
     async def visible_state_ids(self, room_id: str, user_id: str) -> dict[tuple[str, str], str]:
         """Current state for members; the state when they left for former members; current for world_readable."""
-        membership = await self.membership(room_id, user_id)
+        membership = await self._reading_membership(room_id, user_id)
         room = await self.engine.get_room_cache(room_id)
         if membership == "join":
             return dict(room.state)

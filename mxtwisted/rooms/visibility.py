@@ -20,12 +20,6 @@ INVITED = "invited"
 JOINED = "joined"
 
 
-async def _state_at(store: EventStore, event: StoredEvent, cache: dict[str, Optional[StateMap]]) -> Optional[StateMap]:
-    if event.event_id not in cache:
-        cache[event.event_id] = await store.get_state_ids_at_event(event.event_id)
-    return cache[event.event_id]
-
-
 def _visibility_and_membership(
     state: StateMap, events_content: dict[str, dict], user_id: str
 ) -> tuple[str, Optional[str]]:
@@ -50,11 +44,26 @@ async def filter_events_for_user(
     currently_joined: bool,
 ) -> list[StoredEvent]:
     """The events of one room that ``user_id`` (None: an anonymous peeker) may see, in input order."""
-    events = list(events)
+    return (await filter_room_events_for_user(store, user_id, [(list(events), currently_joined)]))[0]
+
+
+async def filter_room_events_for_user(
+    store: EventStore,
+    user_id: Optional[str],
+    batches: list[tuple[list[StoredEvent], bool]],
+) -> list[list[StoredEvent]]:
+    """:func:`filter_events_for_user` for several rooms at once: each batch is (events of one room,
+    whether the user is joined to it now). The state at every event is read in a few round trips
+    for all of them together (/sync reads many rooms at once)."""
+    all_events = [ev for events, _ in batches for ev in events]
+    groups = await store.get_state_groups_of_events(ev.event_id for ev in all_events)
+    group_states = await store.get_state_ids_for_groups(set(groups.values()))
     states: dict[str, Optional[StateMap]] = {}
     needed: set[str] = set()
-    for ev in events:
-        state = await _state_at(store, ev, states)
+    for ev in all_events:
+        group = groups.get(ev.event_id)
+        state = group_states.get(group) if group is not None else None
+        states[ev.event_id] = state
         if state is None:
             continue
         hv = state.get(("m.room.history_visibility", ""))
@@ -65,6 +74,16 @@ async def filter_events_for_user(
             if member:
                 needed.add(member)
     contents = {eid: stored.json.get("content") or {} for eid, stored in (await store.get_events(needed)).items()}
+    return [_visible(events, states, contents, user_id, currently_joined) for events, currently_joined in batches]
+
+
+def _visible(
+    events: list[StoredEvent],
+    states: dict[str, Optional[StateMap]],
+    contents: dict[str, dict],
+    user_id: Optional[str],
+    currently_joined: bool,
+) -> list[StoredEvent]:
     visible = []
     for ev in events:
         if user_id is not None and ev.type == "m.room.member" and ev.state_key == user_id:

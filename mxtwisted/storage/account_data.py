@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from mxtwisted.storage.database import Database, Txn
 from mxtwisted.storage.streams import StreamIdGenerator
@@ -16,6 +16,15 @@ class AccountDataStore:
     def __init__(self, db: Database, stream: StreamIdGenerator) -> None:
         self.db = db
         self.stream = stream
+        self._listeners: list[Callable[[str, int], None]] = []
+
+    def add_listener(self, listener: Callable[[str, int], None]) -> None:
+        """Called with (user_id, stream_id) after each committed change (to wake the user's /sync)."""
+        self._listeners.append(listener)
+
+    def _changed(self, user_id: str, stream_id: int) -> None:
+        for listener in self._listeners:
+            listener(user_id, stream_id)
 
     @classmethod
     async def create(cls, db: Database) -> AccountDataStore:
@@ -47,6 +56,7 @@ class AccountDataStore:
             await self.db.run_interaction("put_account_data", txn_fn)
         finally:
             self.stream.finish(stream_id)
+        self._changed(user_id, stream_id)
         return stream_id
 
     async def delete_all(self, user_id: str) -> None:
@@ -108,4 +118,5 @@ class AccountDataStore:
             await self.db.run_interaction("set_tag", txn_fn)
         finally:
             self.stream.finish(stream_id)
+        self._changed(user_id, stream_id)
         return stream_id

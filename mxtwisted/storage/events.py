@@ -431,6 +431,102 @@ class EventStore:
         self._cache_group(group, state)
         return state
 
+    async def get_state_groups_of_events(self, event_ids: Iterable[str]) -> dict[str, int]:
+        """event_id → state group for many events in one round trip (events without a group are left out)."""
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return {}
+
+        async def txn_fn(txn: Txn) -> list:
+            rows: list = []
+            for i in range(0, len(ids), 200):
+                chunk = ids[i : i + 200]
+                marks = ",".join("?" * len(chunk))
+                rows.extend(
+                    await txn.select(
+                        f"SELECT event_id, state_group FROM event_to_state_groups WHERE event_id IN ({marks})", chunk
+                    )
+                )
+            return rows
+
+        rows = await self.db.run_interaction("get_state_groups_of_events", txn_fn, readonly=True)
+        return {r[0]: r[1] for r in rows}
+
+    async def get_state_ids_for_groups(self, groups: Iterable[int]) -> dict[int, StateMap]:
+        """Like :meth:`get_state_ids_for_group` for many groups, loading the uncached ones in one transaction."""
+        wanted = list(dict.fromkeys(groups))
+        result: dict[int, StateMap] = {}
+        missing = []
+        for group in wanted:
+            cached = self._group_cache.get(group)
+            if cached is not None:
+                self._group_cache.move_to_end(group)
+                result[group] = cached
+            else:
+                missing.append(group)
+        if not missing:
+            return result
+        known = dict(self._group_cache)
+
+        async def txn_fn(txn: Txn) -> tuple[dict[int, Optional[int]], dict[int, list]]:
+            # Walk every chain down to a snapshot (or a group we already hold), a level at a time.
+            prev: dict[int, Optional[int]] = {}
+            frontier = list(missing)
+            while frontier:
+                marks = ",".join("?" * len(frontier))
+                rows = await txn.select(f"SELECT id, prev_group FROM state_groups WHERE id IN ({marks})", frontier)
+                found = {r[0]: r[1] for r in rows}
+                next_frontier = []
+                for g in frontier:
+                    p = found.get(g)
+                    prev[g] = p
+                    if p is not None and p not in prev and p not in known and p not in next_frontier:
+                        next_frontier.append(p)
+                frontier = next_frontier
+            entries: dict[int, list] = {g: [] for g in prev}
+            ids = list(prev)
+            for i in range(0, len(ids), 200):
+                chunk = ids[i : i + 200]
+                marks = ",".join("?" * len(chunk))
+                for row in await txn.select(
+                    f"SELECT state_group, type, state_key, event_id FROM state_group_entries WHERE state_group IN ({marks})",
+                    chunk,
+                ):
+                    entries[row[0]].append(row[1:])
+            return prev, entries
+
+        prev, entries = await self.db.run_interaction("get_state_groups", txn_fn, readonly=True)
+        built: dict[int, StateMap] = {}
+
+        def build(group: int) -> StateMap:
+            chain = []
+            current: Optional[int] = group
+            base: StateMap = {}
+            while current is not None:
+                if current in built:
+                    base = built[current]
+                    break
+                if current in known:
+                    base = known[current]
+                    break
+                chain.append(current)
+                current = prev.get(current)
+            state = dict(base)
+            for g in reversed(chain):
+                for etype, skey, eid in entries.get(g, ()):
+                    if eid is None:
+                        state.pop((etype, skey), None)
+                    else:
+                        state[(etype, skey)] = eid
+            built[group] = state
+            return state
+
+        for group in missing:
+            state = build(group)
+            self._cache_group(group, state)
+            result[group] = state
+        return result
+
     async def get_state_ids_at_event(self, event_id: str) -> Optional[StateMap]:
         """The state after ``event_id``, or None for an unknown / outlier event."""
         group = await self.get_state_group_of_event(event_id)

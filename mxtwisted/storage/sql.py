@@ -15,7 +15,9 @@ from mxtwisted.storage.database import Database
 from mxtwisted.storage.events import EventStore
 from mxtwisted.storage.interfaces import IStorage
 from mxtwisted.storage.migrations import SchemaDir
+from mxtwisted.storage.presence import PresenceStore
 from mxtwisted.storage.profiles import ProfileStore
+from mxtwisted.storage.receipts import ReceiptStore
 from mxtwisted.storage.uia import RegistrationTokenStore, UIAStore
 
 
@@ -40,6 +42,9 @@ class SqlStorage:
         #: Need their stream positions loaded: built by :func:`open_storage`.
         self.account_data = account_data
         self.events = events
+        #: Receipts and presence (streams for /sync); set by :func:`open_storage`.
+        self.receipts: ReceiptStore | None = None
+        self.presence: PresenceStore | None = None
 
     @property
     def engine_name(self) -> str:
@@ -69,7 +74,11 @@ async def open_storage(
     try:
         account_data = await AccountDataStore.create(db) if schema_dir is None else None
         events = await EventStore.create(db) if schema_dir is None else None
+        storage = SqlStorage(db, account_data, events)
+        if schema_dir is None:
+            storage.receipts = await ReceiptStore.create(db)
+            storage.presence = await PresenceStore.create(db)
     except BaseException:
         await db.close()
         raise
-    return SqlStorage(db, account_data, events)
+    return storage

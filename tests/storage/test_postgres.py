@@ -136,6 +136,47 @@ class PostgresTests(EngineTestMixin):
         self.assertEqual(len(_txpostgres_readers(self.reactor)), 1)
 
     @inlined
+    async def test_idle_connection_killed_by_server_is_replaced(self) -> None:
+        """E.g. a server restart: the next transaction transparently uses a new connection."""
+        db = await self.pg(cp_min=1, cp_max=1)
+        row = await db.run_interaction("pid", lambda txn: txn.select_one("SELECT pg_backend_pid()"))
+        assert row is not None
+        admin = psycopg2.connect(**self.pg_args)
+        try:
+            admin.autocommit = True
+            with admin.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+        finally:
+            admin.close()
+        await _sleep(self.reactor, 0.2)  # let the reactor notice the closed socket
+        new = await db.run_interaction("pid", lambda txn: txn.select_one("SELECT pg_backend_pid()"))
+        assert new is not None
+        self.assertNotEqual(new[0], row[0])
+        # txpostgres' reader logged the server's FATAL message when the socket closed.
+        self.flushLoggedErrors(psycopg2.OperationalError)  # type: ignore[attr-defined]
+
+    @inlined
+    async def test_waiters_are_not_stranded_when_reconnecting_fails(self) -> None:
+        db = await self.pg(cp_min=1, cp_max=1)
+        gate: Deferred[None] = Deferred()
+
+        async def hold_then_die(txn: Txn) -> None:
+            await gate
+            await txn.select("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        first = db.run_interaction("die", hold_then_die)
+        waiting = [db.ping() for _ in range(3)]
+        # Make reconnecting impossible, then let the connection die.
+        db._pool._connect_kwargs = {**db._pool._connect_kwargs, "database": "no_such_database_here"}
+        gate.callback(None)
+        with self.assertRaises(DatabaseError):
+            await first
+        for d in waiting:
+            with self.assertRaises(DatabaseError):
+                await d
+        self.flushLoggedErrors(psycopg2.InterfaceError)  # type: ignore[attr-defined]
+
+    @inlined
     async def test_config_args(self) -> None:
         args = dict(self.pg_args)
         args["dbname"] = args.pop("database")

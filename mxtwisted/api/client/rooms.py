@@ -249,39 +249,27 @@ def _stream_of(token: str) -> int:
 
 
 def _parse_filter(text: Optional[str]) -> Any:
-    """A RoomEventFilter's types/not_types/senders/not_senders as a predicate on stored events (or None)."""
+    """The ``filter`` parameter (a RoomEventFilter, spec "Filtering") as a predicate on stored events (or None).
+
+    Validated and matched by :mod:`mxtwisted.sync.filters` (``*`` wildcards in ``types``/``not_types``,
+    ``rooms``, ``contains_url``...): ``400 M_NOT_JSON`` / ``M_BAD_JSON`` / ``M_INVALID_PARAM`` when invalid.
+    """
     if not text:
         return None
+    from mxtwisted.sync.filters import InvalidFilter, parse_room_event_filter
+
     try:
         spec = json.loads(text)
     except ValueError:
         raise MatrixError(400, Codes.NOT_JSON, "'filter' is not JSON") from None
     if not isinstance(spec, dict):
         raise MatrixError(400, Codes.BAD_JSON, "'filter' must be a JSON object")
-    from fnmatch import fnmatchcase
-
-    def matches(value: str, patterns: list) -> bool:
-        return any(isinstance(p, str) and fnmatchcase(value, p) for p in patterns)
-
-    types = spec.get("types")
-    not_types = spec.get("not_types") or []
-    senders = spec.get("senders")
-    not_senders = spec.get("not_senders") or []
-    contains_url = spec.get("contains_url")
+    try:
+        room_filter = parse_room_event_filter(spec, "filter")
+    except InvalidFilter as e:
+        raise MatrixError(400, e.errcode, e.message) from None
 
     def predicate(ev: Any) -> bool:
-        if types is not None and not matches(ev.type, types):
-            return False
-        if matches(ev.type, not_types):
-            return False
-        if senders is not None and ev.sender not in senders:
-            return False
-        if ev.sender in not_senders:
-            return False
-        if contains_url is not None:
-            has_url = isinstance((ev.json.get("content") or {}).get("url"), str)
-            if has_url != contains_url:
-                return False
-        return True
+        return room_filter.matches(ev.json, ev.room_id)
 
     return predicate

@@ -1,0 +1,124 @@
+"""Room aliases and the published room directory (Client-Server API "Room aliases", "Published room directory").
+
+``PUT``/``GET``/``DELETE /directory/room/{roomAlias}``, ``GET /rooms/{roomId}/aliases``,
+``GET``/``PUT /directory/list/room/{roomId}``, ``GET``/``POST /publicRooms``.
+Thin: parse and validate, call :class:`mxtwisted.rooms.directory.RoomDirectory`.
+Resolving an alias, reading a room's directory visibility and listing the
+directory need no access token, as in the spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from mxtwisted.handlers.auth import Authenticator
+from mxtwisted.http.errors import Codes, MatrixError
+from mxtwisted.http.resource import parse_json_object, query_arg
+from mxtwisted.http.router import Router
+from mxtwisted.rooms.directory import RoomDirectory
+
+PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
+
+
+def _check_room_id(room_id: str) -> None:
+    if not room_id.startswith("!"):
+        raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid room ID {room_id!r}")
+
+
+class DirectoryResource:
+    def __init__(self, auth: Authenticator, directory: RoomDirectory) -> None:
+        self.auth = auth
+        self.directory = directory
+
+    def register(self, router: Router) -> None:
+        for p in PREFIXES:
+            router.add("PUT", f"{p}/directory/room/{{roomAlias}}", self.put_alias)
+            router.add("GET", f"{p}/directory/room/{{roomAlias}}", self.get_alias)
+            router.add("DELETE", f"{p}/directory/room/{{roomAlias}}", self.delete_alias)
+            router.add("GET", f"{p}/rooms/{{roomId}}/aliases", self.room_aliases)
+            router.add("GET", f"{p}/directory/list/room/{{roomId}}", self.get_visibility)
+            router.add("PUT", f"{p}/directory/list/room/{{roomId}}", self.put_visibility)
+            router.add("GET", f"{p}/publicRooms", self.get_public_rooms)
+            router.add("POST", f"{p}/publicRooms", self.post_public_rooms)
+
+    # -- aliases ------------------------------------------------------------------------------------
+    async def put_alias(self, request: Any, roomAlias: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request)
+        body = parse_json_object(request)
+        await self.directory.create_alias(requester.user_id, roomAlias, body.get("room_id"))
+        return {}
+
+    async def get_alias(self, request: Any, roomAlias: str) -> dict[str, Any]:
+        return await self.directory.resolve_alias(roomAlias)
+
+    async def delete_alias(self, request: Any, roomAlias: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request)
+        await self.directory.delete_alias(requester.user_id, roomAlias)
+        return {}
+
+    async def room_aliases(self, request: Any, roomId: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        _check_room_id(roomId)
+        return {"aliases": await self.directory.local_aliases(requester.user_id, roomId)}
+
+    # -- published room directory -------------------------------------------------------------------------
+    async def get_visibility(self, request: Any, roomId: str) -> dict[str, Any]:
+        _check_room_id(roomId)
+        return {"visibility": await self.directory.get_visibility(roomId)}
+
+    async def put_visibility(self, request: Any, roomId: str) -> dict[str, Any]:
+        requester = await self.auth.get_requester(request, allow_guest=True)
+        _check_room_id(roomId)
+        body = parse_json_object(request, allow_empty=True)
+        visibility = body.get("visibility", "public")
+        if visibility not in ("public", "private"):
+            raise MatrixError(400, Codes.BAD_JSON, "'visibility' must be 'public' or 'private'")
+        await self.directory.set_visibility(requester.user_id, roomId, visibility, requester.is_guest)
+        return {}
+
+    async def get_public_rooms(self, request: Any) -> dict[str, Any]:
+        # The spec lists no authentication for GET; a token, if given, must still be valid.
+        await self.auth.get_optional_requester(request)
+        self._check_server(query_arg(request, "server"))
+        limit_text = query_arg(request, "limit")
+        limit: Optional[int] = None
+        if limit_text is not None:
+            try:
+                limit = int(limit_text)
+            except ValueError:
+                raise MatrixError(400, Codes.INVALID_PARAM, "'limit' must be an integer") from None
+            if limit < 0:
+                raise MatrixError(400, Codes.INVALID_PARAM, "'limit' must not be negative")
+        return await self.directory.public_rooms(limit, query_arg(request, "since"))
+
+    async def post_public_rooms(self, request: Any) -> dict[str, Any]:
+        await self.auth.get_requester(request, allow_guest=True)
+        self._check_server(query_arg(request, "server"))
+        body = parse_json_object(request, allow_empty=True)
+        limit = body.get("limit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise MatrixError(400, Codes.BAD_JSON, "'limit' must be a non-negative integer")
+        since = body.get("since")
+        if since is not None and not isinstance(since, str):
+            raise MatrixError(400, Codes.BAD_JSON, "'since' must be a string")
+        search_filter = body.get("filter")
+        if search_filter is None:
+            search_filter = {}
+        if not isinstance(search_filter, dict):
+            raise MatrixError(400, Codes.BAD_JSON, "'filter' must be an object")
+        term = search_filter.get("generic_search_term")
+        if term is not None and not isinstance(term, str):
+            raise MatrixError(400, Codes.BAD_JSON, "'filter.generic_search_term' must be a string")
+        room_types = search_filter.get("room_types")
+        if room_types is not None and (
+            not isinstance(room_types, list) or not all(t is None or isinstance(t, str) for t in room_types)
+        ):
+            raise MatrixError(400, Codes.BAD_JSON, "'filter.room_types' must be a list of strings or nulls")
+        if body.get("third_party_instance_id") is not None and not body.get("include_all_networks"):
+            # No application-service networks exist here: a named network has no rooms.
+            return {"chunk": [], "total_room_count_estimate": 0}
+        return await self.directory.public_rooms(limit, since, term, room_types)
+
+    def _check_server(self, server: Optional[str]) -> None:
+        if server is not None and server != self.directory.server_name:
+            raise MatrixError(404, Codes.NOT_FOUND, "Listing other servers' room directories is not supported yet")
