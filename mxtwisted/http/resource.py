@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from mxtwisted import __version__
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.router import Router
 from mxtwisted.http.site import MatrixRequest
@@ -33,6 +34,9 @@ CORS_HEADERS = {
     b"Access-Control-Allow-Headers": b"X-Requested-With, Content-Type, Authorization, Date",
     b"Access-Control-Expose-Headers": b"Retry-After",
 }
+
+
+SERVER_HEADER = f"matrixhs/{__version__}".encode("ascii")
 
 
 @dataclass
@@ -119,6 +123,7 @@ class MatrixResource(Resource):
             request.notifyFinish().addBoth(lambda _: site.request_finished(request))
         for name, value in CORS_HEADERS.items():
             request.setHeader(name, value)
+        request.setHeader(b"Server", SERVER_HEADER)
         d = defer.ensureDeferred(self._dispatch(request))
         d.addErrback(self._render_failure, request)
         d.addCallback(self._write, request)
