@@ -82,11 +82,11 @@ class RoomCreator:
             raise MatrixError(400, Codes.UNSUPPORTED_ROOM_VERSION, f"Unsupported room version {version_id!r}")
         version = KNOWN_ROOM_VERSIONS[version_id]
         visibility = body.get("visibility", "private")
-        if visibility not in ("public", "private"):
+        if not isinstance(visibility, str) or visibility not in ("public", "private"):
             raise MatrixError(400, Codes.INVALID_PARAM, "'visibility' must be 'public' or 'private'")
         preset = body.get("preset", "public_chat" if visibility == "public" else "private_chat")
-        if preset not in PRESETS:
-            raise MatrixError(400, Codes.INVALID_PARAM, f"Unknown preset {preset!r}")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise MatrixError(400, Codes.BAD_JSON, f"Unknown preset {preset!r}")
         invites = body.get("invite", [])
         if not isinstance(invites, list) or not all(isinstance(u, str) and is_valid_user_id(u, historical=True) for u in invites):
             raise MatrixError(400, Codes.INVALID_PARAM, "'invite' must be a list of user IDs")

@@ -114,6 +114,8 @@ class ContextResource:
             ts = int(ts_text)
         except ValueError:
             raise MatrixError(400, Codes.INVALID_PARAM, "'ts' must be an integer (milliseconds)") from None
+        if not 0 <= ts < 2**63:
+            raise MatrixError(400, Codes.INVALID_PARAM, "'ts' is out of range")
         direction = query_arg(request, "dir")
         if direction is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing 'dir'")

@@ -157,9 +157,10 @@ class RoomsResource:
         joined: dict[str, Any] = {}
         for user_id, event_id in members.items():
             content = events[event_id].json.get("content", {}) if event_id in events else {}
+            # Spec: optional strings; absent rather than null when unset.
             joined[user_id] = {
-                "display_name": content.get("displayname") if isinstance(content.get("displayname"), str) else None,
-                "avatar_url": content.get("avatar_url") if isinstance(content.get("avatar_url"), str) else None,
+                key: content[field] for key, field in (("display_name", "displayname"), ("avatar_url", "avatar_url"))
+                if isinstance(content.get(field), str)
             }
         return {"joined": joined}
 

@@ -142,6 +142,18 @@ class RoomTests(TestCase):
     async def test_bad_requests(self):
         code, resp = await self.req("POST", "/createRoom", {"room_version": "99"})
         self.assertEqual((code, resp["errcode"]), (400, "M_UNSUPPORTED_ROOM_VERSION"))
+        # Found by fuzzing: wrong types must be 400s, never 500s.
+        for body in ({"preset": {}}, {"visibility": []}, {"room_version": 10}):
+            code, resp = await self.req("POST", "/createRoom", body)
+            self.assertEqual(code, 400, (body, resp))
+        room = await self.create()
+        code, resp = await self.hs.request(
+            "GET", f"/_matrix/client/v1/rooms/{room}/timestamp_to_event?dir=b&ts=174761406930865646206976",
+            token=self.alice["access_token"],
+        )
+        self.assertEqual((code, resp["errcode"]), (400, "M_INVALID_PARAM"))
+        code, resp = await self.req("GET", f"/rooms/{room}/joined_members")
+        self.assertNotIn(None, resp["joined"][self.alice["user_id"]].values())
         room_id = await self.create()
         code, resp = await self.hs.request("PUT", f"{V3}/rooms/{room_id}/send/m.room.message/t", raw=b"[1]",
                                            token=self.alice["access_token"])
