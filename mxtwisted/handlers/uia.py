@@ -131,10 +131,17 @@ class UserInteractiveAuth:
         raise MatrixError(401, error.errcode if error else Codes.UNAUTHORIZED, error.message if error else "", extra=body_401)
 
     async def expire_sessions(self) -> int:
-        """Delete expired sessions (run periodically by the service), running the expiry hooks first."""
-        cutoff = self._now() - self._lifetime_ms
-        if self._expiry_hooks:
-            for serverdict in await self._store.get_expired_serverdicts(cutoff):
-                for hook in self._expiry_hooks:
-                    await hook(serverdict)
-        return await self._store.delete_expired(cutoff)
+        """Delete expired sessions (run periodically by the service), each after its expiry hooks ran.
+
+        A session's hooks run once, by whichever run deletes it, so what it reserved is released exactly once.
+        """
+        expired = await self._store.get_expired(self._now() - self._lifetime_ms)
+        deleted = 0
+        for session_id, serverdict in expired:
+            # Whoever deletes the session runs its hooks: two concurrent runs never release twice.
+            if not await self._store.delete_session(session_id):
+                continue
+            deleted += 1
+            for hook in self._expiry_hooks:
+                await hook(serverdict)
+        return deleted

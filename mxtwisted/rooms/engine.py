@@ -22,7 +22,13 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mxtwisted.events.auth import AuthError, auth_types_for_event, check_auth_rules, get_power_level
+from mxtwisted.events.auth import (
+    AuthError,
+    auth_types_for_event,
+    check_auth_events_list,
+    check_auth_rules,
+    get_power_level,
+)
 from mxtwisted.events.event import Event
 from mxtwisted.events.hashing import add_content_hash, compute_event_id, compute_reference_hash
 from mxtwisted.events.redaction import redact_event
@@ -248,16 +254,19 @@ class RoomEngine:
         event = add_content_hash(event)
         return sign_event(event, self.server_name, self._signing_key, version)
 
-    async def _build_and_persist(
+    async def build_template(
         self,
         room: RoomCache,
         sender: str,
         event_type: str,
         content: dict[str, Any],
-        state_key: Optional[str],
-        txn: Optional[tuple[str, str, str]],
-        redacts: Optional[str],
-    ) -> tuple[str, int]:
+        state_key: Optional[str] = None,
+        redacts: Optional[str] = None,
+    ) -> tuple[dict[str, Any], dict[tuple[str, str], Event]]:
+        """An unhashed, unsigned event on top of the room's current state: prev_events (the forward
+        extremities), auth_events (selected from the current state), depth. Returns it with the auth state
+        it was selected from. Used by :meth:`send_event` and by federation make_join/make_leave templates
+        (rooms v1/v2: without ``event_id``, which the sending server adds)."""
         version = room.version
         event: dict[str, Any] = {
             "type": event_type,
@@ -288,10 +297,74 @@ class RoomEngine:
             auth_events = await self.get_event_objects(auth_ids, version)
             event["prev_events"] = [[eid, _hashes_ref(prev_events.get(eid))] for eid in prev_ids]
             event["auth_events"] = [[eid, _hashes_ref(auth_events.get(eid))] for eid in auth_ids]
-            event["event_id"] = self._new_v1_event_id()
         else:
             event["prev_events"] = prev_ids
             event["auth_events"] = auth_ids
+        return event, auth_state
+
+    async def persist_remote_event(
+        self, event_dict: dict[str, Any], origin: str, prepare: Optional[Callable[[Event], dict[str, Any]]] = None
+    ) -> tuple[Event, int]:
+        """Persist an event another server built and signed (federation send_join / send_leave), after the
+        caller checked its signatures and content hash. Under the room lock: the PDU format of the room
+        version, that the sender belongs to ``origin``, that its prev_events and auth_events are known events
+        of the room, the auth rules against its own auth events and against the current state. ``prepare``
+        may return a changed event dict before it is checked (the countersignature of a restricted join).
+        Raises 400 M_BAD_JSON / 403 M_FORBIDDEN. Returns (event as persisted, stream_ordering)."""
+        room_id = event_dict.get("room_id")
+        if not isinstance(room_id, str):
+            raise MatrixError(400, Codes.BAD_JSON, "The event has no room_id")
+        lock = self._lock(room_id)
+        await lock.acquire()
+        try:
+            room = await self.get_room_cache(room_id)
+            version = room.version
+            try:
+                validate_event(event_dict, version)
+            except EventValidationError as e:
+                raise MatrixError(400, Codes.BAD_JSON, f"Invalid event: {e.reason}") from None
+            ev = Event(event_dict, version)
+            if ev.sender.partition(":")[2] != origin:
+                raise MatrixError(403, Codes.FORBIDDEN, "The event's sender does not belong to the requesting server")
+            if prepare is not None:
+                ev = Event(prepare(ev), version)
+            known = await self.get_event_objects(ev.prev_event_ids + ev.auth_event_ids, version)
+            for event_id in ev.prev_event_ids + ev.auth_event_ids:
+                if event_id not in known or known[event_id].room_id != room_id:
+                    raise MatrixError(400, Codes.BAD_JSON, f"Unknown prev or auth event {event_id}")
+            stored = await self.store.get_events([ev.event_id])
+            if ev.event_id in stored:
+                return ev, stored[ev.event_id].stream_ordering
+            own_auth = [known[eid] for eid in ev.auth_event_ids]
+            try:
+                check_auth_events_list(ev, own_auth)
+                # v12 events do not list the create event: the room's one completes their auth state.
+                create = await self.get_state_events(room, [("m.room.create", "")])
+                check_auth_rules(ev, create | {(a.type, a.state_key or ""): a for a in own_auth})
+                current = await self.get_state_events(room, auth_types_for_event(ev) | {("m.room.create", "")})
+                check_auth_rules(ev, current)
+            except AuthError as e:
+                raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
+            return ev, (await self._persist(room, ev, txn=None))[1]
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(room_id, None)
+
+    async def _build_and_persist(
+        self,
+        room: RoomCache,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: Optional[str],
+        txn: Optional[tuple[str, str, str]],
+        redacts: Optional[str],
+    ) -> tuple[str, int]:
+        version = room.version
+        event, auth_state = await self.build_template(room, sender, event_type, content, state_key, redacts)
+        if version.event_format is EventFormat.V1:
+            event["event_id"] = self._new_v1_event_id()
         event = self._hash_and_sign(event, version)
         try:
             validate_event(event, version)
@@ -362,7 +435,8 @@ class RoomEngine:
                     room.members_joined_local.add(ev.state_key or "")
                 else:
                     room.members_joined_local.discard(ev.state_key or "")
-        room.extremities = [ev.event_id]
+        # A local event's prev_events are all the extremities; a remote one (send_join) may name only some.
+        room.extremities = [e for e in room.extremities if e not in ev.prev_event_ids] + [ev.event_id]
         room.depth = max(room.depth, ev.depth)
         self._cache_event(ev)
         if redacts is not None:

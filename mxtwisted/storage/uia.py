@@ -97,21 +97,25 @@ class UIAStore:
 
         await self.db.run_interaction("mark_ui_auth_stage", txn_fn)
 
-    async def delete_session(self, session_id: str) -> None:
-        async def txn_fn(txn: Txn) -> None:
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete a session; True if it existed (so exactly one caller wins when two race)."""
+
+        async def txn_fn(txn: Txn) -> int:
             await txn.execute("DELETE FROM ui_auth_session_stages WHERE session_id = ?", (session_id,))
-            await txn.execute("DELETE FROM ui_auth_sessions WHERE session_id = ?", (session_id,))
+            return await txn.execute("DELETE FROM ui_auth_sessions WHERE session_id = ?", (session_id,))
 
-        await self.db.run_interaction("delete_ui_auth_session", txn_fn)
+        return await self.db.run_interaction("delete_ui_auth_session", txn_fn) == 1
 
-    async def get_expired_serverdicts(self, older_than_ms: int) -> list[dict]:
-        """The server-side data of sessions about to expire (to release what they reserved)."""
+    async def get_expired(self, older_than_ms: int) -> list[tuple[str, dict]]:
+        """(session_id, serverdict) of the sessions created before ``older_than_ms``."""
 
         async def txn_fn(txn: Txn) -> list:
-            return await txn.select("SELECT serverdict FROM ui_auth_sessions WHERE creation_ts < ?", (older_than_ms,))
+            return await txn.select(
+                "SELECT session_id, serverdict FROM ui_auth_sessions WHERE creation_ts < ?", (older_than_ms,)
+            )
 
         rows = await self.db.run_interaction("get_expired_ui_auth", txn_fn, readonly=True)
-        return [json.loads(r[0]) for r in rows]
+        return [(r[0], json.loads(r[1])) for r in rows]
 
     async def delete_expired(self, older_than_ms: int) -> int:
         async def txn_fn(txn: Txn) -> int:
