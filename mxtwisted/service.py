@@ -94,6 +94,10 @@ class ClientComponents:
     #: /sync (mxtwisted.sync.handler.SyncHandler) and the user filters store; set by ``_build_sync``.
     sync: Any = None
     filters: Any = None
+    #: Server-to-server: ``client``, ``keyring``, ``authenticator`` (mxtwisted.federation.FederationComponents).
+    federation: Any = None
+    #: Push rules (mxtwisted.push.handler.PushRulesHandler); set by ``build_client_api``.
+    push_rules: Any = None
 
 
 class StartupError(Exception):
@@ -255,6 +259,17 @@ class HomeserverService(MultiService):
         components.policies = ModulePolicies.from_modules(self.modules)
         components.policies.install(engine, components.room_creator, membership)
         self._build_ephemeral(components)
+        # -- federation: discovery, signed requests, keyring, request authentication -------
+        from mxtwisted.federation import build_federation
+        from mxtwisted.storage.server_keys_store import ServerKeyStore
+
+        try:
+            components.federation = build_federation(
+                self.reactor, cfg, self.signing_keys, parse_old_signing_keys(cfg["old_signing_keys"]),
+                store=ServerKeyStore(storage.db),
+            )
+        except Exception as e:  # e.g. an unreadable federation_custom_ca_list file
+            raise StartupError(str(e)) from e
         return components
 
     def _build_ephemeral(self, c: ClientComponents) -> None:
@@ -356,8 +371,20 @@ class HomeserverService(MultiService):
         from mxtwisted.api.client.tags import TagsResource
 
         ProfileResource(c.auth, c.profile, self.config["require_auth_for_profile_requests"]).register(router)
-        AccountDataResource(c.auth, self.storage.account_data).register(router)
+        account_data_resource = AccountDataResource(c.auth, self.storage.account_data)
+        account_data_resource.register(router)
         TagsResource(c.auth, self.storage.account_data).register(router)
+        # -- push rules ------------------------------------------------------------------
+        from mxtwisted.api.client.push_rules import PushRulesResource
+        from mxtwisted.push.handler import PushRulesHandler
+        from mxtwisted.storage.push_rules import PushRuleStore
+
+        if c.push_rules is None:
+            # Once per server (build_client_api runs for each client listener).
+            c.push_rules = PushRulesHandler(PushRuleStore(self.storage.db), self.storage.account_data)
+            c.account.add_deactivation_hook(lambda user_id, erase: c.push_rules.delete_user(user_id) if erase else None)
+        account_data_resource.set_push_rules_source(c.push_rules.get_ruleset_json)
+        PushRulesResource(c.auth, c.push_rules).register(router)
         # -- rooms: create, send, state, read, membership -------------------------------
         RoomsResource(
             c.auth, c.room_creator, c.membership, c.room_reader, c.ratelimiters["message"]
@@ -406,6 +433,7 @@ class HomeserverService(MultiService):
             c.sync = SyncHandler(
                 self.reactor, c.room_reader, self.storage.events, SyncStore(self.storage.db), account_data,
                 c.notifier, c.sync_sources, presence_setter=set_presence,
+                push_rules=c.push_rules.get_ruleset_json if c.push_rules is not None else None,
             )
             c.filters = FilterStore(self.storage.db)
             c.account.add_deactivation_hook(lambda user_id, erase: c.filters.delete_user_filters(user_id))
@@ -446,14 +474,29 @@ class HomeserverService(MultiService):
             ).register(router)
         if listener.serves("federation"):
             FederationVersionResource().register(router)
+            if getattr(self.components, "federation", None) is not None:
+                from mxtwisted.api.federation.rooms import register_served_federation
+
+                register_served_federation(router, self.components, self.signing_keys[0])
         if listener.serves("federation") or listener.serves("keys"):
-            ServerKeyResource(
+            server_keys = ServerKeyResource(
                 self.reactor,
                 self.config.server_name,
                 self.signing_keys,
                 parse_old_signing_keys(self.config["old_signing_keys"]),
                 self.config["key_refresh_interval"],
-            ).register(router)
+            )
+            server_keys.register(router)
+            if self.components is not None and self.components.federation is not None:
+                from mxtwisted.api.keys.query import KeyQueryResource
+
+                KeyQueryResource(
+                    self.reactor,
+                    self.config.server_name,
+                    self.signing_keys[0],
+                    self.components.federation.keyring,
+                    server_keys.response,
+                ).register(router)
         return router
 
     async def _listen(self, listener: ListenerConfig) -> None:
@@ -526,6 +569,8 @@ class HomeserverService(MultiService):
         await defer.maybeDeferred(super().stopService)
         if self.components is not None:
             self.components.hasher.stop()
+            if self.components.federation is not None:
+                await self.components.federation.close()
         if self.storage is not None:
             storage, self.storage = self.storage, None
             await storage.close()

@@ -32,6 +32,7 @@ from mxtwisted.config.schema import (
 from mxtwisted.config.synapse_keys import SYNAPSE_TOP_LEVEL_KEYS
 from mxtwisted.events.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
 from mxtwisted.events.validation import is_valid_server_name
+from mxtwisted.federation.ipfilter import DEFAULT_IP_RANGE_BLACKLIST, check_ip_range
 
 
 class Duration(Node):
@@ -110,6 +111,18 @@ _MODULE = Mapping(
     }
 )
 
+_TRUSTED_KEY_SERVER = Mapping(
+    {
+        "server_name": Key(Str(check=_check_server_name), required=True, doc="The notary's server name."),
+        "verify_keys": Key(
+            Nullable(AnyMapping()),
+            None,
+            doc="Its keys, key ID → unpadded base64; when unset they are fetched from it directly.",
+        ),
+    },
+    tolerated=frozenset({"accept_keys_insecurely"}),
+)
+
 _PASSWORD_CONFIG = Mapping(
     {
         "enabled": Key(Bool(), True, doc="Whether local password login is enabled."),
@@ -135,6 +148,43 @@ def _build_schema() -> Mapping:
             "signing_key_path": k(Nullable(Str()), None, doc="Defaults to <config dir>/<server_name>.signing.key."),
             "old_signing_keys": k(AnyMapping(), default=lambda: {}, doc="Retired keys: key_id → {key, expired_ts}."),
             "key_refresh_interval": k(Duration(), 86_400_000, doc="How long others may cache our server keys."),
+            "federation_domain_whitelist": k(
+                Nullable(ListOf(Str())),
+                None,
+                doc="When set, federate only with these server names: requests from others get 403 M_FORBIDDEN"
+                " and nothing is sent to them. null (the default): federate with everyone.",
+            ),
+            "federation_verify_certificates": k(
+                Bool(),
+                True,
+                doc="Check the TLS certificates of other servers (the spec requires it). Turn off only for"
+                " closed test federations.",
+            ),
+            "federation_custom_ca_list": k(
+                Nullable(ListOf(Str())),
+                None,
+                doc="PEM files of CAs to trust for federation instead of the system's trust store (for private"
+                " federations).",
+            ),
+            "ip_range_blacklist": k(
+                ListOf(Str(check=check_ip_range)),
+                default=lambda: list(DEFAULT_IP_RANGE_BLACKLIST),
+                doc="IP ranges outgoing federation requests must never connect to (checked on every resolved"
+                " address). The default blocks loopback, private, CGNAT, link-local, multicast and other"
+                " special-purpose ranges; 0.0.0.0 and :: are always blocked.",
+            ),
+            "ip_range_whitelist": k(
+                ListOf(Str(check=check_ip_range)),
+                default=lambda: [],
+                doc="IP ranges allowed even though ip_range_blacklist lists them (e.g. 127.0.0.0/8 for a test"
+                " federation on one machine).",
+            ),
+            "trusted_key_servers": k(
+                ListOf(_TRUSTED_KEY_SERVER),
+                default=lambda: [{"server_name": "matrix.org"}],
+                doc="Notary servers asked for another server's keys when that server cannot be reached"
+                " directly. An empty list: ask servers themselves only.",
+            ),
             "media_store_path": k(Nullable(Str()), None, doc="Defaults to <config dir>/media_store."),
             "max_upload_size": k(Size(), 50 * 1024 * 1024),
             "max_request_size": k(Size(), 4 * 1024 * 1024, doc="Largest JSON request body accepted (M_TOO_LARGE)."),

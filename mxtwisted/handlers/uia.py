@@ -137,9 +137,11 @@ class UserInteractiveAuth:
         """
         expired = await self._store.get_expired(self._now() - self._lifetime_ms)
         deleted = 0
-        for session_id, serverdict in expired:
-            # Whoever deletes the session runs its hooks: two concurrent runs never release twice.
-            if not await self._store.delete_session(session_id):
+        for session_id, _ in expired:
+            # Whoever deletes the session runs its hooks, on its data as it was when deleted:
+            # two concurrent runs never release twice, and nothing reserved meanwhile is missed.
+            serverdict = await self._store.take_session(session_id)
+            if serverdict is None:
                 continue
             deleted += 1
             for hook in self._expiry_hooks:

@@ -97,6 +97,19 @@ class UIAStore:
 
         await self.db.run_interaction("mark_ui_auth_stage", txn_fn)
 
+    async def take_session(self, session_id: str) -> Optional[dict]:
+        """Delete a session and return its server-side data as it was at deletion (None if already gone)."""
+
+        async def txn_fn(txn: Txn) -> Optional[dict]:
+            row = await txn.select_one("SELECT serverdict FROM ui_auth_sessions WHERE session_id = ?", (session_id,))
+            if row is None:
+                return None
+            await txn.execute("DELETE FROM ui_auth_session_stages WHERE session_id = ?", (session_id,))
+            await txn.execute("DELETE FROM ui_auth_sessions WHERE session_id = ?", (session_id,))
+            return json.loads(row[0])
+
+        return await self.db.run_interaction("take_ui_auth_session", txn_fn)
+
     async def delete_session(self, session_id: str) -> bool:
         """Delete a session; True if it existed (so exactly one caller wins when two race)."""
 

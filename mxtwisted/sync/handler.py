@@ -44,7 +44,7 @@ from __future__ import annotations
 import inspect
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -81,6 +81,9 @@ STRIPPED_STATE_TYPES = (
 
 #: ``set_presence(user_id, state)`` with state ``online``/``unavailable``/``offline`` or None (not given).
 PresenceSetter = Callable[[str, Optional[str]], Any]
+
+#: ``push_rules(user_id)`` -> the user's ``m.push_rules`` content (mxtwisted.push.handler).
+PushRulesSource = Callable[[str], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class SyncHandler:
         notifier: Notifier,
         sources: Sequence[Any],
         presence_setter: Optional[PresenceSetter] = None,
+        push_rules: Optional[PushRulesSource] = None,
     ) -> None:
         self._clock = clock
         self._reader = reader
@@ -172,6 +176,8 @@ class SyncHandler:
         #: Ephemeral stream sources (typing, receipts, presence...); others append to this list.
         self.sources = sources
         self._presence_setter = presence_setter
+        #: Spec "Push Rules: Events": clients read the ruleset from the m.push_rules account data.
+        self._push_rules = push_rules
         self._lazy = _LazyMembers()
 
     def now_ms(self) -> int:
@@ -255,6 +261,11 @@ class SyncHandler:
                     global_ad.append(entry)
                 else:
                     room_ad.setdefault(room_id, []).append(entry)
+        if self._push_rules is not None and (full_state or any(e["type"] == "m.push_rules" for e in global_ad)):
+            # The stored m.push_rules marks a change on the stream; the content is always the current ruleset
+            # (with the current server-default rules), and an initial sync has it even if nothing is stored.
+            global_ad = [e for e in global_ad if e["type"] != "m.push_rules"]
+            global_ad.append({"type": "m.push_rules", "content": await self._push_rules(user_id)})
         response["account_data"]["events"] = filt.account_data.filter(global_ad)
 
         # Which rooms, in which section.
