@@ -26,7 +26,9 @@ from tests.support.homeserver import start_homeserver
 try:
     import mxhs_spam_patterns  # noqa: F401
 except ImportError:  # not installed: use the module's source tree
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules", "mxhs_spam_patterns"))
+    # Appended, not prepended: the module's own ``tests`` package must never shadow ours (trial -j passes
+    # this process's sys.path to its workers).
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules", "mxhs_spam_patterns"))
 
 V3 = "/_matrix/client/v3"
 SPAM_PATTERNS = {
