@@ -98,6 +98,12 @@ class ClientComponents:
     federation: Any = None
     #: Push rules (mxtwisted.push.handler.PushRulesHandler); set by ``build_client_api``.
     push_rules: Any = None
+    #: Outgoing transactions (mxtwisted.federation.sender.FederationSender) and incoming ones
+    #: (mxtwisted.federation.receiver.TransactionReceiver, made by the first federation listener).
+    federation_sender: Any = None
+    federation_receiver: Any = None
+    #: Joins of local users to rooms of other servers (mxtwisted.federation.remote_join.RemoteJoiner).
+    remote_join: Any = None
 
 
 class StartupError(Exception):
@@ -270,6 +276,20 @@ class HomeserverService(MultiService):
             )
         except Exception as e:  # e.g. an unreadable federation_custom_ca_list file
             raise StartupError(str(e)) from e
+        from mxtwisted.federation.remote_join import RemoteJoiner
+
+        components.remote_join = RemoteJoiner(
+            engine, components.federation.client, components.federation.keyring, self.signing_keys[0], storage.profiles
+        )
+        # -- federation: outgoing transactions (each new local event goes to the servers in its room) --
+        from mxtwisted.federation.sender import FederationSender
+        from mxtwisted.storage.federation_queue import FederationQueueStore
+
+        components.federation_sender = FederationSender(
+            self.reactor, cfg.server_name, components.federation.client, FederationQueueStore(storage.db), storage.events
+        )
+        engine.add_listener(components.federation_sender.on_new_event)
+        components.federation_sender.setServiceParent(self)
         return components
 
     def _build_ephemeral(self, c: ClientComponents) -> None:
@@ -387,7 +407,8 @@ class HomeserverService(MultiService):
         PushRulesResource(c.auth, c.push_rules).register(router)
         # -- rooms: create, send, state, read, membership -------------------------------
         RoomsResource(
-            c.auth, c.room_creator, c.membership, c.room_reader, c.ratelimiters["message"]
+            c.auth, c.room_creator, c.membership, c.room_reader, c.ratelimiters["message"],
+            remote_join=c.remote_join,
         ).register(router)
         # -- rooms: moderation, redaction, context, directory ------------------------------
         from mxtwisted.api.client.context import ContextResource
@@ -478,6 +499,9 @@ class HomeserverService(MultiService):
                 from mxtwisted.api.federation.rooms import register_served_federation
 
                 register_served_federation(router, self.components, self.signing_keys[0])
+                from mxtwisted.api.federation.transactions import register_transactions
+
+                register_transactions(router, self.components)
         if listener.serves("federation") or listener.serves("keys"):
             server_keys = ServerKeyResource(
                 self.reactor,

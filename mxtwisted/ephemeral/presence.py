@@ -131,6 +131,7 @@ class PresenceHandler(Service):
         self._loaded: Optional[defer.Deferred] = None
         #: Writes in flight (waited for on stop, before the database closes).
         self._writes: set[defer.Deferred] = set()
+        self._last_write: dict[str, defer.Deferred] = {}
         self.source = PresenceStreamSource(self)
         if enabled:
             rooms.add_listener(self._on_event)
@@ -364,7 +365,24 @@ class PresenceHandler(Service):
         return self._write(new)
 
     def _write(self, state: UserPresence) -> defer.Deferred:
-        d = defer.ensureDeferred(self._persist(state))
+        # One user's writes are stored in the order they were made: a later state must never be
+        # overwritten by an earlier write that happened to commit after it.
+        previous = self._last_write.get(state.user_id)
+
+        async def persist_in_order() -> None:
+            if previous is not None and not previous.called:
+                await defer.DeferredList([previous])
+            await self._persist(state)
+
+        d = defer.ensureDeferred(persist_in_order())
+        self._last_write[state.user_id] = d
+
+        def forget(result: Any) -> Any:
+            if self._last_write.get(state.user_id) is d:
+                del self._last_write[state.user_id]
+            return result
+
+        d.addBoth(forget)
         d.addErrback(lambda f: log.failure("Storing presence of {user_id} failed", f, user_id=state.user_id))
         self._writes.add(d)
         d.addBoth(lambda result: (self._writes.discard(d), result)[1])

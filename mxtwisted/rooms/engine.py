@@ -381,7 +381,55 @@ class RoomEngine:
             await check(ev)
         return await self._persist(room, ev, txn)
 
-    async def _persist(self, room: RoomCache, ev: Event, txn: Optional[tuple[str, str, str]]) -> tuple[str, int]:
+    async def persist_joined_remote_room(
+        self, join: Event, state_before: StateMap, outliers: list[Event], creator: Optional[str]
+    ) -> int:
+        """Store a room of another server that a local user has just joined (federation send_join): the
+        checked auth chain and state as outliers (``outliers``, auth events first; rejected ones keep their
+        ``rejected_reason``), the room with the join's room version, then ``join`` with ``state_before`` as
+        the state before it: a new state group (that state plus the join) becomes the room's current state
+        and the join its forward extremity. The caller checked signatures, hashes and auth rules. Raises
+        409 if the room became known meanwhile. Returns the join's stream ordering."""
+        room_id = join.room_id
+        version = join.room_version
+        lock = self._lock(room_id)
+        await lock.acquire()
+        try:
+            if await self.store.get_room(room_id) is not None:
+                raise MatrixError(409, Codes.UNKNOWN, "The room became known while joining it; try again")
+            now = self.now_ms()
+            known = await self.store.get_events([ev.event_id for ev in outliers])
+            for ev in outliers:
+                if ev.event_id in known or ev.event_id == join.event_id:
+                    continue
+                ordering = self.store.stream.allocate()
+                ctx = PersistContext(
+                    stream_ordering=ordering,
+                    received_ts=now,
+                    rejected_reason=ev.rejected_reason,
+                    outlier=True,
+                    prev_event_ids=ev.prev_event_ids,
+                    auth_event_ids=ev.auth_event_ids,
+                )
+                try:
+                    await self.store.persist_event(ev.event_id, room_id, ev.get_dict(), ctx)
+                finally:
+                    self.store.stream.finish(ordering)
+                self._cache_event(ev)
+            await self.store.store_room(room_id, version.identifier, creator, False, now)
+            room = RoomCache(room_id, version, dict(state_before), None, 0, [], 0)
+            self._rooms[room_id] = room
+            return (await self._persist(room, join, txn=None, full_state=True))[1]
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(room_id, None)
+
+    async def _persist(
+        self, room: RoomCache, ev: Event, txn: Optional[tuple[str, str, str]], full_state: bool = False
+    ) -> tuple[str, int]:
+        """``full_state``: the whole state after ``ev`` becomes the room's current state (a room just joined
+        over federation), not only ``ev``'s own entry."""
         version = room.version
         now = self.now_ms()
         stream_ordering = self.store.stream.allocate()
@@ -410,7 +458,7 @@ class RoomEngine:
                 ctx.new_group_delta = {key: ev.event_id}
                 ctx.new_group_chain_length = room.state_chain_length + 1
             ctx.state_group = group
-            ctx.current_state_delta = {key: ev.event_id}
+            ctx.current_state_delta = dict(new_state) if full_state else {key: ev.event_id}
         else:
             ctx.state_group = room.state_group
         redacts = ev.redacts if ev.type == "m.room.redaction" else None

@@ -508,6 +508,9 @@ class SyncHandler:
             positions.append((job.room_id, job.upto if after_mode else start))
             if not job.full:
                 positions.append((job.room_id, job.after))
+            elif job.timeline:
+                # See the fallback below.
+                positions.append((job.room_id, job.timeline[0].stream_ordering))
         groups = await self._store.get_state_groups_at(positions)
         states = await self._events.get_state_ids_for_groups({g for g in groups.values() if g is not None})
 
@@ -518,6 +521,10 @@ class SyncHandler:
         for job in todo:
             start = job.timeline[0].stream_ordering - 1 if job.timeline else job.upto
             base = state_at(job.room_id, job.upto if after_mode else start)
+            if not base and job.full and job.timeline:
+                # A room joined over federation has no event before the join (its earlier state is stored as
+                # outliers): use the state after the first timeline event (timeline events are left out below).
+                base = state_at(job.room_id, job.timeline[0].stream_ordering)
             timeline_ids = {e.event_id for e in job.timeline}
             if job.full:
                 chosen = {k: v for k, v in base.items() if not (lazy and k[0] == "m.room.member")}

@@ -8,8 +8,10 @@ from typing import Any, Optional
 
 from twisted.trial.unittest import SkipTest
 
+from tests.support.spec import SPEC_DIR
+
 #: The bundled OpenAPI document of the Client-Server API.
-SPEC_PATH = os.environ.get("MATRIXHS_CLIENT_SERVER_SPEC", "/work/shared/spec/client-server.json")
+SPEC_PATH = os.path.join(SPEC_DIR, "client-server.json")
 _loaded: dict[str, Optional[dict]] = {}
 
 
@@ -29,7 +31,7 @@ def spec_problems(method: str, template: str, status: int, body: Any) -> list[st
 
     doc = _spec()
     if doc is None:
-        raise SkipTest(f"no Client-Server OpenAPI document at {SPEC_PATH} (set MATRIXHS_CLIENT_SERVER_SPEC)")
+        raise SkipTest(f"no Client-Server OpenAPI document at {SPEC_PATH} (set MATRIX_SPEC_DIR)")
     responses = doc["paths"][template][method.lower()]["responses"]
     entry = responses.get(str(status))
     if entry is None:

@@ -39,6 +39,7 @@ class RoomsResource:
         membership: MembershipHandler,
         reader: RoomReader,
         message_ratelimiter: Optional[Ratelimiter] = None,
+        remote_join: Any = None,
     ) -> None:
         self.auth = auth
         self.creator = creator
@@ -47,6 +48,8 @@ class RoomsResource:
         self.engine = creator.engine
         self.store = creator.engine.store
         self._ratelimiter = message_ratelimiter
+        #: Joins rooms of other servers (mxtwisted.federation.remote_join.RemoteJoiner), or None.
+        self.remote_join = remote_join
 
     def register(self, router: Router) -> None:
         for p in PREFIXES:
@@ -199,25 +202,42 @@ class RoomsResource:
         return {"joined_rooms": sorted(rooms)}
 
     # -- membership ----------------------------------------------------------------------------
-    async def _resolve_room(self, room_id_or_alias: str) -> str:
+    async def _resolve_room(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """(room ID, servers the alias's server named); a remote alias is asked of its server."""
         if room_id_or_alias.startswith("!"):
-            return room_id_or_alias
+            return room_id_or_alias, []
         if room_id_or_alias.startswith("#") and is_valid_room_alias(room_id_or_alias):
+            if self.remote_join is not None and room_id_or_alias.split(":", 1)[1] != self.engine.server_name:
+                return await self.remote_join.resolve_alias(room_id_or_alias)
             found = await self.store.get_alias(room_id_or_alias)
             if found is None:
                 raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found")
-            return found[0]
+            return found[0], []
         raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid room ID or alias {room_id_or_alias!r}")
 
     async def join_by_id_or_alias(self, request: Any, roomIdOrAlias: str) -> dict[str, Any]:
-        room_id = await self._resolve_room(roomIdOrAlias)
-        return await self.join(request, room_id)
+        await self.auth.get_requester(request, allow_guest=True)
+        # Spec: ``via`` (``server_name`` before v1.12) names servers to join through.
+        servers = _query_list(request, "via") + _query_list(request, "server_name")
+        room_id, alias_servers = await self._resolve_room(roomIdOrAlias)
+        return await self._join(request, room_id, servers + alias_servers)
 
     async def join(self, request: Any, roomId: str) -> dict[str, Any]:
+        return await self._join(request, roomId, [])
+
+    async def _join(self, request: Any, roomId: str, servers: list[str]) -> dict[str, Any]:
         requester = await self.auth.get_requester(request, allow_guest=True)
         body = parse_json_object(request, allow_empty=True)
         reason = body.get("reason")
         _check_room_id(roomId)
+        if self.remote_join is not None and await self.store.get_room(roomId) is None:
+            # A room this server does not know: join it through the given servers, then the room ID's server.
+            if reason is not None and not isinstance(reason, str):
+                raise MatrixError(400, Codes.BAD_JSON, "'reason' must be a string")
+            if ":" in roomId:
+                servers = servers + [roomId.split(":", 1)[1]]
+            await self.remote_join.join(requester.user_id, roomId, servers, reason)
+            return {"room_id": roomId}
         await self.membership.update(requester.user_id, roomId, requester.user_id, JOIN, reason)
         return {"room_id": roomId}
 
@@ -239,6 +259,14 @@ class RoomsResource:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing 'user_id'")
         await self.membership.update(requester.user_id, roomId, target, INVITE, body.get("reason"))
         return {}
+
+
+def _query_list(request: Any, name: str) -> list[str]:
+    """Every value of a repeated query parameter, decoded as UTF-8."""
+    try:
+        return [v.decode("utf-8") for v in request.args.get(name.encode("ascii"), [])]
+    except UnicodeDecodeError:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"Query parameter {name!r} must be UTF-8") from None
 
 
 def _stream_of(token: str) -> int:

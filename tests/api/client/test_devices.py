@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 from twisted.trial import unittest
 
 from tests.support.homeserver import RunningHomeserver, start_homeserver
+from tests.support.spec import spec_problems as _spec_problems
 
 V3 = "/_matrix/client/v3"
 R0 = "/_matrix/client/r0"
 PASSWORD = "correct horse"
 
 #: The bundled OpenAPI documents of the spec (and the validator that goes with them).
-SPEC_DIR = os.environ.get("MATRIX_SPEC_DIR", "/work/shared/spec")
-_validator: Any = None
-
-
 def spec_problems(method: str, path: str, status: int, body: Any) -> list[str]:
-    """Problems of a response against the spec's OpenAPI document; SkipTest when the document is absent."""
-    global _validator
-    if _validator is None:
-        spec = os.path.join(SPEC_DIR, "client-server.json")
-        if not os.path.exists(spec):
-            raise unittest.SkipTest(f"spec document {spec} not available (set MATRIX_SPEC_DIR)")
-        import importlib.util
-
-        loader = importlib.util.spec_from_file_location(
-            "validate_response", os.path.join(SPEC_DIR, "fuzz", "validate_response.py")
-        )
-        assert loader is not None and loader.loader is not None
-        module = importlib.util.module_from_spec(loader)
-        loader.loader.exec_module(module)
-        _validator = module.SpecValidator(spec)
-    return _validator.validate(method, path, status, body)
-
+    """What the spec's Client-Server OpenAPI finds wrong with a response."""
+    return _spec_problems(method, path, status, body)
 
 def _without_nulls(body: Any) -> Any:
     """Device objects carry Synapse-style nulls for unknown values (clients require the keys); the spec's

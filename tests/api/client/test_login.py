@@ -6,8 +6,6 @@ operation, is checked against the spec's OpenAPI schema as well.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Any
 
 from twisted.internet import reactor
@@ -15,6 +13,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.support.homeserver import RunningHomeserver, start_homeserver
+from tests.support.spec import spec_problems as _spec_problems
 
 V3 = "/_matrix/client/v3"
 R0 = "/_matrix/client/r0"
@@ -32,24 +31,9 @@ FAST: dict[str, Any] = {
     "rc_login": {"address": UNLIMITED, "account": UNLIMITED, "failed_attempts": UNLIMITED},
 }
 
-SPEC_BUNDLE = os.environ.get("MATRIX_SPEC_BUNDLE", "/work/shared/spec/client-server.json")
-_VALIDATOR_SOURCE = os.path.join(os.path.dirname(SPEC_BUNDLE), "fuzz", "validate_response.py")
-_validator: Any = None
-
-
 def spec_problems(method: str, path: str, status: int, body: Any) -> list[str]:
-    """What is wrong with a response according to the spec's OpenAPI (nothing if the bundle is absent)."""
-    global _validator
-    if not os.path.exists(SPEC_BUNDLE) or not os.path.exists(_VALIDATOR_SOURCE):
-        return []
-    if _validator is None:
-        spec = importlib.util.spec_from_file_location("_matrix_spec_validator", _VALIDATOR_SOURCE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _validator = module.SpecValidator(SPEC_BUNDLE)
-    return _validator.validate(method, path.replace(R0, V3), status, body)
-
+    """What the spec's Client-Server OpenAPI finds wrong with a response."""
+    return _spec_problems(method, path, status, body)
 
 def sleep(seconds: float) -> Any:
     return deferLater(reactor, seconds, lambda: None)

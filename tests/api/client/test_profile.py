@@ -23,12 +23,13 @@ from mxtwisted.handlers.profile import (
 )
 from mxtwisted.http.errors import MatrixError
 from tests.support.homeserver import start_homeserver
+from tests.support.spec import SPEC_DIR
 
 V3 = "/_matrix/client/v3"
 R0 = "/_matrix/client/r0"
 
 #: The bundled OpenAPI document of the Client-Server API (spec v1.16+).
-SPEC_PATH = os.environ.get("MATRIXHS_CLIENT_SERVER_SPEC", "/work/shared/spec/client-server.json")
+SPEC_PATH = os.path.join(SPEC_DIR, "client-server.json")
 _spec_cache: dict[str, Any] = {}
 
 
@@ -49,7 +50,7 @@ def spec_problems(method: str, template: str, status: int, body: Any) -> list[st
 
     doc = _load_spec()
     if doc is None:
-        raise SkipTest(f"the Client-Server OpenAPI document is not at {SPEC_PATH} (set MATRIXHS_CLIENT_SERVER_SPEC)")
+        raise SkipTest(f"the Client-Server OpenAPI document is not at {SPEC_PATH} (set MATRIX_SPEC_DIR)")
     op = doc["paths"][template][method.lower()]
     response = op["responses"].get(str(status))
     if response is None:

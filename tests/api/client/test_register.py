@@ -6,15 +6,14 @@ Success responses and the UIA 401 are also checked against the spec's OpenAPI sc
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from typing import Any
 
 import treq
 from twisted.trial.unittest import TestCase
 
 from tests.support.homeserver import RunningHomeserver, postgres_database, start_homeserver
+from tests.support.spec import spec_problems as _spec_problems
 
 V3 = "/_matrix/client/v3"
 R0 = "/_matrix/client/r0"
@@ -32,24 +31,9 @@ FAST: dict[str, Any] = {
 OPEN: dict[str, Any] = {"enable_registration": True, "enable_registration_without_verification": True}
 TOKENS: dict[str, Any] = {"registration_requires_token": True, "enable_registration": True}
 
-SPEC_BUNDLE = os.environ.get("MATRIX_SPEC_BUNDLE", "/work/shared/spec/client-server.json")
-_VALIDATOR_SOURCE = os.path.join(os.path.dirname(SPEC_BUNDLE), "fuzz", "validate_response.py")
-_validator: Any = None
-
-
 def spec_problems(method: str, path: str, status: int, body: Any) -> list[str]:
-    """What is wrong with a response according to the spec's OpenAPI (nothing if the bundle is absent)."""
-    global _validator
-    if not os.path.exists(SPEC_BUNDLE) or not os.path.exists(_VALIDATOR_SOURCE):
-        return []
-    if _validator is None:
-        spec = importlib.util.spec_from_file_location("_matrix_spec_validator_register", _VALIDATOR_SOURCE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _validator = module.SpecValidator(SPEC_BUNDLE)
-    return _validator.validate(method, path.split("?")[0].replace(R0, V3), status, body)
-
+    """What the spec's Client-Server OpenAPI finds wrong with a response."""
+    return _spec_problems(method, path, status, body)
 
 def dummy(session: str) -> dict[str, Any]:
     return {"type": "m.login.dummy", "session": session}

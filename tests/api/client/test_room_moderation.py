@@ -6,37 +6,22 @@ by :class:`RoomsTestCase`, which the other room test modules share.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Any, Optional
 
 from twisted.trial.unittest import TestCase
 
 from tests.support.homeserver import RunningHomeserver, start_homeserver
+from tests.support.spec import spec_problems as _spec_problems
 
 V3 = "/_matrix/client/v3"
 V1 = "/_matrix/client/v1"
 
-SPEC_BUNDLE = os.environ.get("MATRIX_SPEC_BUNDLE", "/work/shared/spec/client-server.json")
-_VALIDATOR_SOURCE = os.path.join(os.path.dirname(SPEC_BUNDLE), "fuzz", "validate_response.py")
-_validator: Any = None
-
-
 def spec_problems(method: str, path: str, status: int, body: Any) -> list[str]:
-    """What the spec's OpenAPI says is wrong with a response (nothing if the bundle is absent).
+    """What the spec's OpenAPI says is wrong with a response.
 
     Error statuses an operation does not document are not counted (the spec lists only some).
     """
-    global _validator
-    if not os.path.exists(SPEC_BUNDLE) or not os.path.exists(_VALIDATOR_SOURCE):
-        return []
-    if _validator is None:
-        spec = importlib.util.spec_from_file_location("_matrix_spec_validator", _VALIDATOR_SOURCE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _validator = module.SpecValidator(SPEC_BUNDLE)
-    problems = _validator.validate(method, path.split("?", 1)[0], status, body)
+    problems = _spec_problems(method, path, status, body)
     if status >= 400:
         problems = [p for p in problems if "is not documented" not in p]
     return problems

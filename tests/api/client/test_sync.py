@@ -4,9 +4,7 @@ sections, account data; every 200 response is checked against the spec's OpenAPI
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import os
 import time
 import urllib.parse
 from typing import Any
@@ -17,6 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.support.homeserver import postgres_database, start_homeserver
+from tests.support.spec import spec_problems as _spec_problems
 
 try:
     import nio
@@ -26,24 +25,9 @@ except ImportError:  # pragma: no cover - the test extra installs it
 V3 = "/_matrix/client/v3"
 FAST = {"bcrypt_rounds": 4, "rc_message": {"per_second": 1000, "burst_count": 1000}}
 
-SPEC_BUNDLE = os.environ.get("MATRIX_SPEC_BUNDLE", "/work/shared/spec/client-server.json")
-_VALIDATOR_SOURCE = os.path.join(os.path.dirname(SPEC_BUNDLE), "fuzz", "validate_response.py")
-_validator: Any = None
-
-
 def spec_problems(method: str, path: str, status: int, body: Any) -> list[str]:
-    """What the spec's OpenAPI finds wrong with a response (nothing if the bundle is absent)."""
-    global _validator
-    if not os.path.exists(SPEC_BUNDLE) or not os.path.exists(_VALIDATOR_SOURCE):
-        return []
-    if _validator is None:
-        spec = importlib.util.spec_from_file_location("_matrix_spec_validator", _VALIDATOR_SOURCE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _validator = module.SpecValidator(SPEC_BUNDLE)
-    return _validator.validate(method, path, status, body)
-
+    """What the spec's Client-Server OpenAPI finds wrong with a response."""
+    return _spec_problems(method, path, status, body)
 
 def sleep(seconds: float) -> Any:
     return deferLater(reactor, seconds, lambda: None)

@@ -1,0 +1,375 @@
+"""A local user joins a room of another server: make_join / send_join as the joining server.
+
+Spec: Server-Server API, "Joining Rooms" (``GET /v1/make_join``, ``PUT /v2/send_join``),
+"Validating hashes and signatures on received events", and ``GET /v1/query/directory``
+for remote aliases; Client-Server ``POST /join/{roomIdOrAlias}`` (``via`` / ``server_name``).
+
+The candidate servers are asked in turn for a join template (``make_join``, with
+every room version this server knows) until one answers. The template must be a
+join of our user into that room, in a known room version. This server fills in
+``origin``, ``origin_server_ts`` and the user's profile, hashes and signs it (in
+rooms v1/v2 it also names the event), and sends it back (``send_join``). The
+answer's ``state`` and ``auth_chain`` events are checked one by one (PDU format,
+room, signatures of the servers that must sign them through the keyring, content
+hash: the redacted form is kept on a mismatch), then against the auth rules in
+auth order (an event failing them is stored as rejected and left out of the state);
+the join itself (or the countersigned ``event`` of a restricted join) must pass
+the auth rules against the returned state. The room engine then stores the events
+as outliers, the room, and the join with that state as the state before it, so
+local reads and ``/sync`` show the room.
+
+Failover as Synapse: a server that cannot be reached, answers 5xx, says it does
+not know the room (404) or cannot authorise/grant the join, or gives an invalid
+answer, is skipped; any other refusal (e.g. 403 for an invite-only room) is passed
+to the client. With no candidate server: 404 ``M_NOT_FOUND``; when every one
+failed: 502 (404 when all of them said they did not know the room).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Optional
+from urllib.parse import quote
+
+from twisted.logger import Logger
+
+from mxtwisted.events.auth import (
+    AUTHORISING_USER,
+    AuthError,
+    auth_types_for_event,
+    check_auth_events_list,
+    check_auth_rules,
+)
+from mxtwisted.events.event import Event
+from mxtwisted.events.hashing import ContentHashError, add_content_hash, check_content_hash
+from mxtwisted.events.redaction import redact_event
+from mxtwisted.events.room_versions import (
+    KNOWN_ROOM_VERSIONS,
+    EventFormat,
+    RoomVersion,
+    UnsupportedRoomVersion,
+    get_room_version,
+)
+from mxtwisted.events.signing import SignatureVerifyError, cosign_event, required_signers
+from mxtwisted.events.validation import EventValidationError, is_valid_server_name, validate_event
+from mxtwisted.federation.client import FederationError, RequestSendFailed
+from mxtwisted.http.errors import Codes, MatrixError
+from mxtwisted.rooms.engine import RoomEngine
+from mxtwisted.storage.events import StateMap
+
+log = Logger()
+
+F1 = "/_matrix/federation/v1"
+F2 = "/_matrix/federation/v2"
+MEMBER = "m.room.member"
+#: Error codes of a make_join refusal after which the next server is tried (as Synapse).
+FAILOVER_ERRCODES = frozenset({Codes.NOT_FOUND, "M_UNABLE_TO_AUTHORISE_JOIN", "M_UNABLE_TO_GRANT_JOIN"})
+
+
+class InvalidResponse(Exception):
+    """A remote server's answer that cannot be used (bad format, signature, or state)."""
+
+
+def _path_part(value: str) -> str:
+    return quote(value, safe="")
+
+
+class RemoteJoiner:
+    def __init__(self, engine: RoomEngine, client: Any, keyring: Any, signing_key: Any, profiles: Any = None) -> None:
+        """``client``: the FederationClient; ``keyring``: ``verify_json_for_server``; ``profiles``: a
+        ProfileStore for the displayname/avatar_url of the join (optional)."""
+        self.engine = engine
+        self.server_name = engine.server_name
+        self._client = client
+        self._keyring = keyring
+        self._signing_key = signing_key
+        self._profiles = profiles
+
+    # -- aliases ------------------------------------------------------------------------------
+    async def resolve_alias(self, alias: str) -> tuple[str, list[str]]:
+        """Ask the alias's server (``/query/directory``): (room_id, servers). 404 M_NOT_FOUND when unknown,
+        502 when the server cannot be asked or answers nonsense."""
+        server = alias.split(":", 1)[1]
+        try:
+            resp = await self._client.get_json(server, f"{F1}/query/directory", {"room_alias": alias})
+        except FederationError as e:
+            if e.status == 404:
+                raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found") from None
+            raise MatrixError(502, Codes.UNKNOWN, f"The alias's server refused the query ({e.status})") from None
+        except RequestSendFailed as e:
+            log.info("Alias query to {server} failed: {e}", server=server, e=e)
+            raise MatrixError(502, Codes.UNKNOWN, "Failed to query the alias's server") from None
+        room_id = resp.get("room_id") if isinstance(resp, dict) else None
+        servers = resp.get("servers") if isinstance(resp, dict) else None
+        if not isinstance(room_id, str) or not room_id.startswith("!") or not isinstance(servers, list):
+            raise MatrixError(502, Codes.UNKNOWN, "The alias's server gave an invalid answer")
+        return room_id, [s for s in servers if isinstance(s, str)]
+
+    # -- joining ---------------------------------------------------------------------------------
+    async def join(self, user_id: str, room_id: str, servers: list[str], reason: Optional[str] = None) -> str:
+        """Join ``user_id`` (local) to the remote room through the first of ``servers`` that works.
+        Returns the join's event ID."""
+        candidates = [
+            s for s in dict.fromkeys(servers) if s != self.server_name and is_valid_server_name(s)
+        ]
+        if not candidates:
+            raise MatrixError(404, Codes.NOT_FOUND, "No known servers to join the room through")
+        all_not_found = True
+        for server in candidates:
+            try:
+                return await self._join_via(server, user_id, room_id, reason)
+            except FederationError as e:
+                if e.status >= 500 or e.errcode in FAILOVER_ERRCODES:
+                    log.info("make_join/send_join via {server}: {status} {errcode}", server=server, status=e.status,
+                             errcode=e.errcode)
+                    all_not_found = all_not_found and e.status == 404
+                    continue
+                message = e.body.get("error") if isinstance(e.body, dict) else None
+                extra = {"room_version": e.body["room_version"]} if isinstance(e.body, dict) and "room_version" in e.body else None
+                raise MatrixError(
+                    e.status, e.errcode or Codes.UNKNOWN,
+                    message if isinstance(message, str) else f"{server} refused the join", extra=extra,
+                ) from None
+            except (RequestSendFailed, InvalidResponse) as e:
+                log.info("Joining {room} via {server} failed: {e}", room=room_id, server=server, e=e)
+                all_not_found = False
+                continue
+        if all_not_found:
+            raise MatrixError(404, Codes.NOT_FOUND, "No server could find the room")
+        raise MatrixError(502, Codes.UNKNOWN, "Failed to join the room via any server")
+
+    async def _join_via(self, server: str, user_id: str, room_id: str, reason: Optional[str]) -> str:
+        made = await self._client.get_json(
+            server,
+            f"{F1}/make_join/{_path_part(room_id)}/{_path_part(user_id)}",
+            {"ver": list(KNOWN_ROOM_VERSIONS)},
+        )
+        if not isinstance(made, dict):
+            raise InvalidResponse("make_join answer is not an object")
+        try:
+            version = get_room_version(made.get("room_version", "1"))
+        except UnsupportedRoomVersion:
+            raise InvalidResponse(f"unknown room version {made.get('room_version')!r}") from None
+        event = await self._build_join(made.get("event"), version, user_id, room_id, reason)
+        event_id = Event(event, version).event_id
+        resp = await self._client.put_json(
+            server, f"{F2}/send_join/{_path_part(room_id)}/{_path_part(event_id)}", event
+        )
+        join, state, outliers, creator = await self._check_send_join(resp, event, version, room_id)
+        await self.engine.persist_joined_remote_room(join, state, outliers, creator)
+        return join.event_id
+
+    async def _build_join(
+        self, template: Any, version: RoomVersion, user_id: str, room_id: str, reason: Optional[str]
+    ) -> dict[str, Any]:
+        """Check the make_join template and make our signed join from it."""
+        if not isinstance(template, dict):
+            raise InvalidResponse("make_join answer has no event")
+        content = template.get("content")
+        if (
+            template.get("type") != MEMBER
+            or template.get("sender") != user_id
+            or template.get("state_key") != user_id
+            or template.get("room_id") != room_id
+            or not isinstance(content, dict)
+            or content.get("membership") != "join"
+        ):
+            raise InvalidResponse("make_join template is not a join of our user into the room")
+        event = {k: v for k, v in template.items() if k not in ("event_id", "hashes", "signatures", "unsigned")}
+        content = {"membership": "join"}
+        if isinstance(template["content"].get(AUTHORISING_USER), str):
+            content[AUTHORISING_USER] = template["content"][AUTHORISING_USER]
+        if self._profiles is not None:
+            profile = await self._profiles.get_profile(user_id)
+            for key in ("displayname", "avatar_url"):
+                if isinstance(profile.get(key), str):
+                    content[key] = profile[key]
+        if reason:
+            content["reason"] = reason
+        event["content"] = content
+        event["origin"] = self.server_name
+        event["origin_server_ts"] = self.engine.now_ms()
+        if version.event_format is EventFormat.V1:
+            event["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"
+        event = cosign_event(add_content_hash(event), self.server_name, self._signing_key, version)
+        try:
+            validate_event(event, version)
+        except EventValidationError as e:
+            raise InvalidResponse(f"the join built from the template is invalid: {e.reason}") from None
+        return event
+
+    # -- checking the send_join answer --------------------------------------------------------------
+    async def _check_send_join(
+        self, resp: Any, our_join: dict[str, Any], version: RoomVersion, room_id: str
+    ) -> tuple[Event, StateMap, list[Event], Optional[str]]:
+        """(the join to persist, the state before it, the events to store as outliers in auth order,
+        the room's creator)."""
+        if not isinstance(resp, dict):
+            raise InvalidResponse("send_join answer is not an object")
+        state_list, chain_list = resp.get("state"), resp.get("auth_chain")
+        if not isinstance(state_list, list) or not isinstance(chain_list, list):
+            raise InvalidResponse("send_join answer lacks state or auth_chain")
+        events: dict[str, Event] = {}
+        state_ids: list[str] = []
+        for raw in chain_list:
+            ev = await self._checked_pdu(raw, version, room_id)
+            events[ev.event_id] = ev
+        for raw in state_list:
+            ev = await self._checked_pdu(raw, version, room_id)
+            events.setdefault(ev.event_id, ev)
+            if ev.state_key is None:
+                raise InvalidResponse(f"{ev.event_id} in state is not a state event")
+            state_ids.append(ev.event_id)
+        join = Event(our_join, version)
+        events.pop(join.event_id, None)
+        if isinstance(resp.get("event"), dict):
+            # A restricted join countersigned by the resident server: must be our join, with valid signatures.
+            signed = await self._checked_pdu(resp["event"], version, room_id)
+            if signed.event_id != join.event_id:
+                raise InvalidResponse("the countersigned join is not our join")
+            join = signed
+        ordered = _auth_order(events, version, room_id)
+        create_id = _create_id(events, state_ids, version, room_id)
+        for ev in ordered:
+            _check_auth(ev, events, create_id)
+        create = events[create_id]
+        if create.rejected_reason is not None:
+            raise InvalidResponse("the room's create event fails the auth rules")
+        if create.content.get("room_version", "1") != version.identifier:
+            raise InvalidResponse("the create event's room version differs from make_join's")
+        state: StateMap = {}
+        for event_id in state_ids:
+            ev = events[event_id]
+            key = (ev.type, ev.state_key or "")
+            if key in state:
+                raise InvalidResponse(f"two state events for {key}")
+            if ev.rejected_reason is None:
+                state[key] = event_id
+        # The join must be allowed by its own auth events and by the returned state.
+        try:
+            own = [events[a] for a in join.auth_event_ids]
+        except KeyError:
+            raise InvalidResponse("an auth event of the join is missing from the answer") from None
+        try:
+            check_auth_events_list(join, own)
+            check_auth_rules(join, {("m.room.create", ""): create} | {(a.type, a.state_key or ""): a for a in own})
+            keys = auth_types_for_event(join) | {("m.room.create", "")}
+            check_auth_rules(join, {key: events[state[key]] for key in keys if key in state})
+        except AuthError as e:
+            raise InvalidResponse(f"the join is not allowed by the room's state: {e.reason}") from None
+        return join, state, ordered, create.sender
+
+    async def _checked_pdu(self, raw: Any, version: RoomVersion, room_id: str) -> Event:
+        """A received PDU after the format, room, signature and hash checks (redacted on a hash mismatch)."""
+        if not isinstance(raw, dict):
+            raise InvalidResponse("a PDU is not an object")
+        try:
+            validate_event(raw, version)
+        except EventValidationError as e:
+            raise InvalidResponse(f"invalid PDU: {e.reason}") from None
+        ev = Event(raw, version)
+        if ev.room_id != room_id:
+            raise InvalidResponse(f"{ev.event_id} belongs to another room")
+        try:
+            signers = required_signers(raw, version)
+        except SignatureVerifyError as e:
+            raise InvalidResponse(str(e)) from None
+        redacted = redact_event(raw, version)
+        for server in sorted(signers):
+            await self._check_signature(redacted, raw, server, version)
+        try:
+            hash_ok = check_content_hash(raw)
+        except ContentHashError as e:
+            raise InvalidResponse(f"{ev.event_id}: {e}") from None
+        if not hash_ok:
+            log.info("Content hash mismatch on {event_id}: keeping it redacted", event_id=ev.event_id)
+            return Event(redacted, version, event_id=ev.event_id)
+        return ev
+
+    async def _check_signature(self, redacted: dict[str, Any], raw: dict[str, Any], server: str, version: RoomVersion) -> None:
+        signatures = redacted.get("signatures")
+        mine = signatures.get(server) if isinstance(signatures, dict) else None
+        if not isinstance(mine, dict) or not mine:
+            raise InvalidResponse(f"a PDU is not signed by {server}")
+        ts = raw.get("origin_server_ts")
+        minimum = ts if version.enforce_key_validity and isinstance(ts, int) else 0
+        try:
+            await self._keyring.verify_json_for_server(
+                server, dict(redacted, signatures={server: mine}), minimum_valid_until_ts=minimum
+            )
+        except SignatureVerifyError as e:
+            raise InvalidResponse(f"a PDU has no valid signature of {server}: {e}") from None
+
+
+def _create_id(events: dict[str, Event], state_ids: list[str], version: RoomVersion, room_id: str) -> str:
+    creates = [eid for eid in state_ids if events[eid].type == "m.room.create" and events[eid].state_key == ""]
+    if len(creates) != 1:
+        raise InvalidResponse("the state has no single create event")
+    if version.room_id_from_create_event and "!" + creates[0][1:] != room_id:
+        raise InvalidResponse("the create event does not match the room ID")
+    return creates[0]
+
+
+def _auth_order(events: dict[str, Event], version: RoomVersion, room_id: str) -> list[Event]:
+    """The events with each one after its auth events (those in ``events``); refuses auth cycles."""
+    create_id = "$" + room_id[1:] if version.room_id_from_create_event else None
+    done: dict[str, None] = {}
+    visiting: set[str] = set()
+
+    def auth_ids(ev: Event) -> list[str]:
+        ids = list(ev.auth_event_ids)
+        if create_id is not None and ev.type != "m.room.create" and create_id not in ids:
+            ids.append(create_id)
+        return [i for i in ids if i in events]
+
+    for start in sorted(events, key=lambda eid: events[eid].depth):
+        stack = [(start, False)]
+        while stack:
+            eid, expanded = stack.pop()
+            if eid in done:
+                continue
+            if expanded:
+                visiting.discard(eid)
+                done[eid] = None
+                continue
+            if eid in visiting:
+                raise InvalidResponse("the auth chain has a cycle")
+            visiting.add(eid)
+            stack.append((eid, True))
+            for auth_id in auth_ids(events[eid]):
+                if auth_id not in done:
+                    if auth_id in visiting:
+                        raise InvalidResponse("the auth chain has a cycle")
+                    stack.append((auth_id, False))
+    return [events[eid] for eid in done]
+
+
+def _check_auth(ev: Event, events: dict[str, Event], create_id: str) -> None:
+    """Mark ``ev`` rejected when its auth events are missing or rejected, or it fails the auth rules against
+    them (its auth events were checked before it)."""
+    if ev.type == "m.room.create" and ev.state_key == "":
+        try:
+            check_auth_rules(ev, {})
+        except AuthError as e:
+            ev.rejected_reason = e.reason
+        return
+    auth: list[Event] = []
+    for auth_id in ev.auth_event_ids:
+        auth_ev = events.get(auth_id)
+        if auth_ev is None:
+            ev.rejected_reason = f"auth event {auth_id} is missing"
+            return
+        if auth_ev.rejected_reason is not None:
+            ev.rejected_reason = f"auth event {auth_id} was rejected"
+            return
+        auth.append(auth_ev)
+    try:
+        check_auth_events_list(ev, auth)
+        auth_state = {(a.type, a.state_key or ""): a for a in auth}
+        auth_state.setdefault(("m.room.create", ""), events[create_id])
+        check_auth_rules(ev, auth_state)
+    except AuthError as e:
+        ev.rejected_reason = e.reason
+
+
+__all__ = ["RemoteJoiner", "InvalidResponse"]
