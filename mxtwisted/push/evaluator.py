@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Optional
 
+from mxtwisted.events.property_paths import split_property_path as split_path
 from mxtwisted.push.rules import HISTORICAL_ACTIONS, MAX_SAFE_INTEGER, MEMBER_COUNT_RE, PushRule
 
 #: Spec: word boundaries are the ends of the value and any character outside ``[A-Za-z0-9_]``. A substring
@@ -57,30 +58,6 @@ class EvaluationContext:
     sender_power_level: int = 0
     #: ``notifications`` of the room's power levels (key -> level).
     notification_levels: Mapping[str, Any] = field(default_factory=dict)
-
-
-def split_path(path: str) -> list[str]:
-    """A dot-separated property path as its property names (spec appendix "Dot-separated property paths").
-
-    ``\\.`` is a literal dot and ``\\\\`` a literal backslash; any other backslash stays as it is.
-    """
-    parts: list[str] = []
-    current: list[str] = []
-    i = 0
-    while i < len(path):
-        c = path[i]
-        if c == "\\" and i + 1 < len(path) and path[i + 1] in ".\\":
-            current.append(path[i + 1])
-            i += 2
-            continue
-        if c == ".":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(c)
-        i += 1
-    parts.append("".join(current))
-    return parts
 
 
 def lookup(event: Mapping[str, Any], path: str) -> Any:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Optional
 
+from mxtwisted.events.property_paths import split_property_path
 from mxtwisted.events.validation import is_valid_user_id
 
 BAD_JSON = "M_BAD_JSON"
@@ -321,30 +322,6 @@ def parse_filter(value: Any) -> Filter:
 
 
 # -- event_fields ---------------------------------------------------------------------------------------
-def split_property_path(path: str) -> list[str]:
-    """Spec appendix "Dot-separated property paths": ``content.m\\.relates_to`` → ``["content", "m.relates_to"]``.
-
-    ``\\.`` is a literal dot and ``\\\\`` a literal backslash; other escapes are kept as they are.
-    """
-    segments: list[str] = []
-    current: list[str] = []
-    i = 0
-    while i < len(path):
-        char = path[i]
-        if char == "\\" and i + 1 < len(path) and path[i + 1] in ".\\":
-            current.append(path[i + 1])
-            i += 2
-            continue
-        if char == ".":
-            segments.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        i += 1
-    segments.append("".join(current))
-    return segments
-
-
 def apply_event_fields(event: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
     """Only the listed properties of ``event`` (paths that do not exist are skipped)."""
     out: dict[str, Any] = {}
