@@ -20,15 +20,13 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from mxtwisted.api.client import CLIENT_PREFIXES
 from mxtwisted.handlers.account import AccountHandler
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.handlers.uia import PASSWORD, UIAResult, UserInteractiveAuth
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object
 from mxtwisted.http.router import Router
-
-#: The client API prefixes every endpoint is served under.
-CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 #: UIA flows for changing the password and for deactivation.
 ACCOUNT_FLOWS = [[PASSWORD]]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional
 
+from mxtwisted.api.client import CLIENT_PREFIXES
 from mxtwisted.events.canonical_json import CanonicalJsonError, encode_canonical_json
 from mxtwisted.events.room_versions import KNOWN_ROOM_VERSIONS
 from mxtwisted.events.validation import is_valid_room_id
@@ -25,9 +26,6 @@ from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object
 from mxtwisted.http.router import Router
 from mxtwisted.storage.account_data import GLOBAL, AccountDataStore
-
-#: The client API prefixes these endpoints are served under.
-CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 #: Spec "Client Config", "Server Behaviour": account data types the server manages.
 SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})

@@ -22,12 +22,10 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
+from mxtwisted.api.client import CLIENT_PREFIXES
 from mxtwisted.events.room_versions import KNOWN_ROOM_VERSIONS
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.http.router import Router
-
-#: The client API prefixes the endpoint is served under.
-CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 
 def _enabled(raw: Mapping[str, Any], *path: str, default: bool) -> bool:

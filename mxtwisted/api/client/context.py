@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from mxtwisted.api.client import CLIENT_PREFIXES as PREFIXES
 from mxtwisted.api.client.rooms import _parse_filter
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.http.errors import Codes, MatrixError
@@ -22,7 +23,6 @@ from mxtwisted.http.resource import query_arg
 from mxtwisted.http.router import Router
 from mxtwisted.rooms.reader import RoomReader, stream_token
 
-PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 V1 = "/_matrix/client/v1"
 
 DEFAULT_LIMIT = 10

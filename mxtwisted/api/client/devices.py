@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from mxtwisted.api.client import CLIENT_PREFIXES
 from mxtwisted.handlers.account import AccountHandler, device_to_json
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.handlers.uia import PASSWORD, UserInteractiveAuth
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object
 from mxtwisted.http.router import Router
-
-#: The client API prefixes every endpoint is served under.
-CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 #: UIA flows for deleting devices.
 DELETE_DEVICE_FLOWS = [[PASSWORD]]

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from mxtwisted.api.client import CLIENT_PREFIXES as PREFIXES
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object, query_arg
 from mxtwisted.http.router import Router
 from mxtwisted.rooms.directory import RoomDirectory
-
-PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 
 def _check_room_id(room_id: str) -> None:

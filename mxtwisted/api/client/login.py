@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mxtwisted.api.client import CLIENT_PREFIXES
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.handlers.auth_providers import AuthProviderChain
 from mxtwisted.handlers.login import PASSWORD, LoginHandler
@@ -18,9 +19,6 @@ from mxtwisted.http.errors import Codes, MatrixError, invalid_param, missing_par
 from mxtwisted.http.resource import parse_json_object
 from mxtwisted.http.router import Router
 from mxtwisted.ratelimit import Ratelimiter
-
-#: Versions under which clients still call the session endpoints (r0 for old clients, as Synapse serves).
-CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 
 class LoginResource:

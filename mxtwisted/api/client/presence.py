@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from mxtwisted.api.client import CLIENT_PREFIXES
 from mxtwisted.ephemeral.presence import PresenceHandler
 from mxtwisted.events.validation import is_valid_user_id
 from mxtwisted.handlers.auth import Authenticator
@@ -23,9 +24,6 @@ from mxtwisted.http.resource import parse_json_object
 from mxtwisted.http.router import Router
 from mxtwisted.ratelimit import Ratelimiter
 from mxtwisted.storage.presence import PRESENCE_STATES
-
-#: The client API prefixes these endpoints are served under.
-CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 
 def _check_user_id(user_id: str) -> None:

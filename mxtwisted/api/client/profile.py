@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from mxtwisted.api.client import CLIENT_PREFIXES
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.handlers.profile import ProfileHandler, check_profile_key
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object
 from mxtwisted.http.router import Router
-
-#: The client API prefixes these endpoints are served under.
-CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 
 class ProfileResource:

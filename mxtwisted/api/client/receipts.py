@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from mxtwisted.api.client import CLIENT_PREFIXES
 from mxtwisted.api.client.account_data import check_room_id
 from mxtwisted.ephemeral.presence import PresenceHandler
 from mxtwisted.ephemeral.receipts import READ_MARKER_TYPES, ReceiptsHandler
@@ -25,9 +26,6 @@ from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object
 from mxtwisted.http.router import Router
-
-#: The client API prefixes these endpoints are served under.
-CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 
 def _check_event_id(event_id: Any, what: str) -> str:

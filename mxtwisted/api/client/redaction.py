@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from mxtwisted.api.client import CLIENT_PREFIXES as PREFIXES
 from mxtwisted.events.auth import get_named_level
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.http.errors import Codes, MatrixError
@@ -29,8 +30,6 @@ from mxtwisted.http.router import Router
 from mxtwisted.ratelimit import Ratelimiter
 from mxtwisted.rooms.engine import RoomEngine
 from mxtwisted.rooms.reader import RoomReader
-
-PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 
 class RedactionResource:

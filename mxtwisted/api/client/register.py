@@ -32,6 +32,7 @@ from typing import Any, Optional
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mxtwisted.api.client import CLIENT_PREFIXES as REGISTER_PREFIXES
 from mxtwisted.handlers.auth import get_access_token
 from mxtwisted.handlers.registration import RegistrationHandler
 from mxtwisted.handlers.sessions import SessionIssuer
@@ -44,8 +45,6 @@ from mxtwisted.storage.uia import RegistrationTokenStore
 
 log = Logger()
 
-#: ``/register`` and ``/register/available`` are still called under r0 by older clients (as Synapse serves them).
-REGISTER_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 #: The validity check exists only under v1 (spec v1.2).
 VALIDITY_PATH = f"/_matrix/client/v1/register/{REGISTRATION_TOKEN}/validity"

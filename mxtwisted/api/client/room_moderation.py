@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from mxtwisted.api.client import CLIENT_PREFIXES as PREFIXES
 from mxtwisted.events.validation import is_valid_room_alias, is_valid_user_id
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.http.errors import Codes, MatrixError
@@ -21,8 +22,6 @@ from mxtwisted.http.resource import parse_json_object
 from mxtwisted.http.router import Router
 from mxtwisted.rooms.membership import BAN, JOIN, KNOCK, LEAVE, MembershipHandler
 from mxtwisted.rooms.reader import RoomReader
-
-PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 
 def _check_room_id(room_id: str) -> None:

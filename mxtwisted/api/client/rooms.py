@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from mxtwisted.api.client import CLIENT_PREFIXES as PREFIXES
 from mxtwisted.events.validation import is_valid_room_alias
 from mxtwisted.handlers.auth import Authenticator, Requester
 from mxtwisted.http.errors import Codes, MatrixError
@@ -20,8 +21,6 @@ from mxtwisted.ratelimit import Ratelimiter
 from mxtwisted.rooms.creation import RoomCreator
 from mxtwisted.rooms.membership import INVITE, JOIN, LEAVE, MembershipHandler
 from mxtwisted.rooms.reader import RoomReader
-
-PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 MAX_LIMIT = 1000
 

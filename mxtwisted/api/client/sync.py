@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from twisted.internet import defer
 
+from mxtwisted.api.client import CLIENT_PREFIXES as PREFIXES
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object, query_arg
@@ -31,8 +32,6 @@ from mxtwisted.storage.filters import FilterStore
 from mxtwisted.sync.filters import DEFAULT_FILTER, Filter, InvalidFilter, parse_filter
 from mxtwisted.sync.handler import SyncHandler, SyncRequest
 from mxtwisted.sync.tokens import InvalidToken, SyncToken
-
-PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 PRESENCE_STATES = ("offline", "online", "unavailable")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from mxtwisted.api.client import CLIENT_PREFIXES
 from mxtwisted.api.client.account_data import check_room_id
 from mxtwisted.ephemeral.presence import PresenceHandler
 from mxtwisted.ephemeral.typing import TypingHandler
@@ -21,9 +22,6 @@ from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object
 from mxtwisted.http.router import Router
-
-#: The client API prefixes these endpoints are served under.
-CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
 
 class TypingResource:
