@@ -25,6 +25,7 @@ from twisted.trial import unittest
 
 from mxtwisted.storage import Database, connect_database, open_database
 from mxtwisted.storage.migrations import SchemaDir
+from mxtwisted.storage.sql import SqlStorage, open_storage
 from tests.support import postgres
 
 C = TypeVar("C", bound=type)
@@ -67,6 +68,12 @@ class EngineTestMixin:
         db = await open_database(self.reactor, config or self.db_config(), schema_dir=schema_dir)
         self.addCleanup(db.close)
         return db
+
+    async def storage(self, config: dict[str, Any] | None = None) -> SqlStorage:
+        """The whole SQL storage (every store), migrated; closed automatically at the end of the test."""
+        storage = await open_storage(self.reactor, config or self.db_config())
+        self.addCleanup(storage.close)
+        return storage
 
 
 class SqliteEngineMixin(EngineTestMixin):

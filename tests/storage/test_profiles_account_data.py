@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from mxtwisted.storage.account_data import GLOBAL, AccountDataStore
-from mxtwisted.storage.sql import SqlStorage, open_storage
 from tests.storage.engines import EngineTestMixin, inlined, on_both_engines
 
 ALICE = "@alice:test.local"
@@ -14,15 +11,8 @@ ROOM = "!room:test.local"
 OTHER_ROOM = "!other:test.local"
 
 
-class _StorageMixin(EngineTestMixin):
-    async def storage(self, config: dict[str, Any] | None = None) -> SqlStorage:
-        storage = await open_storage(self.reactor, config or self.db_config())
-        self.addCleanup(storage.close)
-        return storage
-
-
 @on_both_engines
-class ProfileStoreTests(_StorageMixin):
+class ProfileStoreTests(EngineTestMixin):
     @inlined
     async def test_fields(self) -> None:
         profiles = (await self.storage()).profiles
@@ -68,7 +58,7 @@ class ProfileStoreTests(_StorageMixin):
 
 
 @on_both_engines
-class AccountDataStoreTests(_StorageMixin):
+class AccountDataStoreTests(EngineTestMixin):
     @inlined
     async def test_global_and_room_data(self) -> None:
         store = (await self.storage()).account_data

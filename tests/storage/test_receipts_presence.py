@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.defer import Deferred
 
 from mxtwisted.storage.presence import OFFLINE, ONLINE, UNAVAILABLE, PresenceStore, UserPresence
-from mxtwisted.storage.sql import SqlStorage, open_storage
 from mxtwisted.storage.streams import StreamIdGenerator
 from tests.storage.engines import EngineTestMixin, inlined, on_both_engines
 
@@ -17,15 +14,8 @@ ROOM = "!room:test.local"
 OTHER_ROOM = "!other:test.local"
 
 
-class _StorageMixin(EngineTestMixin):
-    async def storage(self, config: dict[str, Any] | None = None) -> SqlStorage:
-        storage = await open_storage(self.reactor, config or self.db_config())
-        self.addCleanup(storage.close)
-        return storage
-
-
 @on_both_engines
-class ReceiptStoreTests(_StorageMixin):
+class ReceiptStoreTests(EngineTestMixin):
     @inlined
     async def test_insert_and_read_back(self) -> None:
         receipts = (await self.storage()).receipts
@@ -108,7 +98,7 @@ class ReceiptStoreTests(_StorageMixin):
 
 
 @on_both_engines
-class PresenceStoreTests(_StorageMixin):
+class PresenceStoreTests(EngineTestMixin):
     @inlined
     async def test_put_get(self) -> None:
         presence = (await self.storage()).presence

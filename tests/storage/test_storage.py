@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.trial import unittest
 from zope.interface.verify import verifyClass, verifyObject
 
 from mxtwisted.storage import ServerNameMismatchError, check_server_name, connect_database
 from mxtwisted.storage.interfaces import IStorage
-from mxtwisted.storage.sql import SqlStorage, open_storage
+from mxtwisted.storage.sql import SqlStorage
 from tests.storage.engines import EngineTestMixin, inlined, on_both_engines
 
 
 @on_both_engines
 class StorageTests(EngineTestMixin):
-    async def storage(self, config: dict[str, Any] | None = None) -> SqlStorage:
-        storage = await open_storage(self.reactor, config or self.db_config())
-        self.addCleanup(storage.close)
-        return storage
-
     @inlined
     async def test_provides_istorage(self) -> None:
         storage = await self.storage()
