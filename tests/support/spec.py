@@ -40,3 +40,21 @@ def spec_problems(method: str, path: str, status: int, body: Any, document: str 
         validator = _validators[document] = module.SpecValidator(spec)
     path = path.split("?", 1)[0].replace("/_matrix/client/r0/", "/_matrix/client/v3/")
     return validator.validate(method, path, status, body)
+
+
+class SpecCheckedCalls:
+    """A TestCase mixin: ``await self.call(...)`` makes one request to ``self.hs`` and checks its status, its
+    errcode and that the response conforms to the Client-Server OpenAPI."""
+
+    hs: Any
+
+    async def call(self, method: str, path: str, body: Any = None, token: str | None = None, raw: bytes | None = None,
+                   expect: int | None = None, errcode: str | None = None, spec: bool = True) -> Any:
+        status, response = await self.hs.request(method, path, body, token=token, raw=raw)
+        if expect is not None:
+            self.assertEqual(status, expect, response)  # type: ignore[attr-defined]
+        if errcode is not None:
+            self.assertEqual(response["errcode"], errcode, response)  # type: ignore[attr-defined]
+        if spec:
+            self.assertEqual(spec_problems(method, path, status, response), [])  # type: ignore[attr-defined]
+        return response

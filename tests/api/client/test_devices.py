@@ -7,17 +7,13 @@ from typing import Any, Optional
 from twisted.trial import unittest
 
 from tests.support.homeserver import RunningHomeserver, start_homeserver
-from tests.support.spec import spec_problems as _spec_problems
+from tests.support.spec import spec_problems
 
 V3 = "/_matrix/client/v3"
 R0 = "/_matrix/client/r0"
 PASSWORD = "correct horse"
 
 #: The bundled OpenAPI documents of the spec (and the validator that goes with them).
-def spec_problems(method: str, path: str, status: int, body: Any) -> list[str]:
-    """What the spec's Client-Server OpenAPI finds wrong with a response."""
-    return _spec_problems(method, path, status, body)
-
 def _without_nulls(body: Any) -> Any:
     """Device objects carry Synapse-style nulls for unknown values (clients require the keys); the spec's
     schema only allows strings there, so nulls are dropped before validating."""

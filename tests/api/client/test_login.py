@@ -13,7 +13,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.support.homeserver import RunningHomeserver, start_homeserver
-from tests.support.spec import spec_problems as _spec_problems
+from tests.support.spec import SpecCheckedCalls
 
 V3 = "/_matrix/client/v3"
 R0 = "/_matrix/client/r0"
@@ -31,10 +31,6 @@ FAST: dict[str, Any] = {
     "rc_login": {"address": UNLIMITED, "account": UNLIMITED, "failed_attempts": UNLIMITED},
 }
 
-def spec_problems(method: str, path: str, status: int, body: Any) -> list[str]:
-    """What the spec's Client-Server OpenAPI finds wrong with a response."""
-    return _spec_problems(method, path, status, body)
-
 def sleep(seconds: float) -> Any:
     return deferLater(reactor, seconds, lambda: None)
 
@@ -43,7 +39,7 @@ def password_login(user: str, password: str, **extra: Any) -> dict[str, Any]:
     return {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password, **extra}
 
 
-class LoginTestCase(TestCase):
+class LoginTestCase(SpecCheckedCalls, TestCase):
     hs: RunningHomeserver
 
     async def start(self, **overrides: Any) -> RunningHomeserver:
@@ -52,18 +48,6 @@ class LoginTestCase(TestCase):
         config.update(overrides)
         self.hs = await start_homeserver(self, **config)
         return self.hs
-
-    async def call(self, method: str, path: str, body: Any = None, token: str | None = None, raw: bytes | None = None,
-                   expect: int | None = None, errcode: str | None = None, spec: bool = True) -> Any:
-        """One request; checks the status (and errcode) and that the response conforms to the spec."""
-        status, response = await self.hs.request(method, path, body, token=token, raw=raw)
-        if expect is not None:
-            self.assertEqual(status, expect, response)
-        if errcode is not None:
-            self.assertEqual(response["errcode"], errcode, response)
-        if spec:
-            self.assertEqual(spec_problems(method, path, status, response), [])
-        return response
 
     async def login(self, user: str = "alice", password: str = "pw", **extra: Any) -> dict[str, Any]:
         return await self.call("POST", LOGIN, password_login(user, password, **extra), expect=200)

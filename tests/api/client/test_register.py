@@ -13,7 +13,7 @@ import treq
 from twisted.trial.unittest import TestCase
 
 from tests.support.homeserver import RunningHomeserver, postgres_database, start_homeserver
-from tests.support.spec import spec_problems as _spec_problems
+from tests.support.spec import SpecCheckedCalls, spec_problems
 
 V3 = "/_matrix/client/v3"
 R0 = "/_matrix/client/r0"
@@ -31,10 +31,6 @@ FAST: dict[str, Any] = {
 OPEN: dict[str, Any] = {"enable_registration": True, "enable_registration_without_verification": True}
 TOKENS: dict[str, Any] = {"registration_requires_token": True, "enable_registration": True}
 
-def spec_problems(method: str, path: str, status: int, body: Any) -> list[str]:
-    """What the spec's Client-Server OpenAPI finds wrong with a response."""
-    return _spec_problems(method, path, status, body)
-
 def dummy(session: str) -> dict[str, Any]:
     return {"type": "m.login.dummy", "session": session}
 
@@ -46,7 +42,7 @@ def token_auth(token: str, session: str | None = None) -> dict[str, Any]:
     return auth
 
 
-class RegisterTestCase(TestCase):
+class RegisterTestCase(SpecCheckedCalls, TestCase):
     hs: RunningHomeserver
 
     def database(self) -> Any:
@@ -59,18 +55,6 @@ class RegisterTestCase(TestCase):
             config["database"] = database
         self.hs = await start_homeserver(self, **config)
         return self.hs
-
-    async def call(self, method: str, path: str, body: Any = None, token: str | None = None, raw: bytes | None = None,
-                   expect: int | None = None, errcode: str | None = None, spec: bool = True) -> Any:
-        """One request; checks the status (and errcode) and that the response conforms to the spec."""
-        status, response = await self.hs.request(method, path, body, token=token, raw=raw)
-        if expect is not None:
-            self.assertEqual(status, expect, response)
-        if errcode is not None:
-            self.assertEqual(response["errcode"], errcode, response)
-        if spec:
-            self.assertEqual(spec_problems(method, path, status, response), [])
-        return response
 
     async def start_session(self, body: dict[str, Any], path: str = REGISTER) -> dict[str, Any]:
         """The first request of a registration: the UIA 401 with flows, params and session."""

@@ -15,7 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.support.homeserver import postgres_database, start_homeserver
-from tests.support.spec import spec_problems as _spec_problems
+from tests.support.spec import spec_problems
 
 try:
     import nio
@@ -24,10 +24,6 @@ except ImportError:  # pragma: no cover - the test extra installs it
 
 V3 = "/_matrix/client/v3"
 FAST = {"bcrypt_rounds": 4, "rc_message": {"per_second": 1000, "burst_count": 1000}}
-
-def spec_problems(method: str, path: str, status: int, body: Any) -> list[str]:
-    """What the spec's Client-Server OpenAPI finds wrong with a response."""
-    return _spec_problems(method, path, status, body)
 
 def sleep(seconds: float) -> Any:
     return deferLater(reactor, seconds, lambda: None)
