@@ -52,7 +52,7 @@ from mxtwisted.rooms.membership import MembershipHandler
 from mxtwisted.rooms.policy import ModulePolicies
 from mxtwisted.rooms.reader import RoomReader
 from mxtwisted.server_keys import load_signing_keys, parse_old_signing_keys
-from mxtwisted.tls import load_server_tls_options
+from mxtwisted.tls import ReloadableServerTLS, TLSConfigError
 
 log = Logger()
 
@@ -102,8 +102,18 @@ class ClientComponents:
     #: (mxtwisted.federation.receiver.TransactionReceiver, made by the first federation listener).
     federation_sender: Any = None
     federation_receiver: Any = None
+    #: Incoming EDUs (mxtwisted.federation.edus.EduHandler), the receiver's ``edu_handler``.
+    federation_edus: Any = None
     #: Joins of local users to rooms of other servers (mxtwisted.federation.remote_join.RemoteJoiner).
     remote_join: Any = None
+    #: Invites of remote users, knocks and rejections over federation (mxtwisted.federation.remote_membership).
+    remote_membership: Any = None
+    #: Questions to other servers for clients: profiles, directories, hierarchies
+    #: (mxtwisted.federation.queries.FederationQueries); space hierarchies (mxtwisted.rooms.hierarchy.RoomHierarchy,
+    #: one per server: it keeps the pagination sessions); OpenID tokens (mxtwisted.handlers.openid.OpenIdHandler).
+    federation_queries: Any = None
+    hierarchy: Any = None
+    openid: Any = None
 
 
 class StartupError(Exception):
@@ -136,6 +146,8 @@ class HomeserverService(MultiService):
         #: Fires with this service once every listener accepts connections.
         self.ready: defer.Deferred = defer.Deferred()
         self._start_d: Optional[defer.Deferred] = None
+        #: The certificate and key of every TLS listener; replaced in place by :meth:`reload_tls`.
+        self.tls: Optional[ReloadableServerTLS] = None
 
     # -- start ----------------------------------------------------------
     def startService(self) -> None:
@@ -281,6 +293,20 @@ class HomeserverService(MultiService):
         components.remote_join = RemoteJoiner(
             engine, components.federation.client, components.federation.keyring, self.signing_keys[0], storage.profiles
         )
+        # -- federation: backfill (/messages going back past our earliest event asks the room's servers) --
+        from mxtwisted.federation.backfill import Backfiller
+
+        backfiller = Backfiller(engine, components.federation.client, components.remote_join._checked_pdu, self.reactor)
+        components.room_reader.backfill = backfiller.backfill
+        from mxtwisted.federation.remote_membership import RemoteMemberships
+
+        # Invites of remote users, knocks on and rejections of remote rooms (make_knock, v2 invite, make_leave).
+        components.remote_membership = RemoteMemberships(
+            engine, components.federation.client, components.federation.keyring, self.signing_keys[0],
+            components.remote_join, storage.profiles,
+        )
+        membership.remote_invites = components.remote_membership
+        self._build_queries(components)
         # -- federation: outgoing transactions (each new local event goes to the servers in its room) --
         from mxtwisted.federation.sender import FederationSender
         from mxtwisted.storage.federation_queue import FederationQueueStore
@@ -290,7 +316,31 @@ class HomeserverService(MultiService):
         )
         engine.add_listener(components.federation_sender.on_new_event)
         components.federation_sender.setServiceParent(self)
+        # -- federation: typing, receipts and presence both ways (EDUs) ----------------------
+        from mxtwisted.federation.edus import EduHandler, EduSender
+
+        EduSender(
+            self.reactor, cfg.server_name, components.federation_sender, storage.events, engine,
+            components.typing, components.receipts, components.presence,
+        ).setServiceParent(self)
+        components.federation_edus = EduHandler(
+            self.reactor, engine, components.typing, components.receipts, components.presence
+        )
         return components
+
+    def _build_queries(self, c: ClientComponents) -> None:
+        # -- federation queries for clients (profiles, directories, spaces), OpenID tokens ----
+        from mxtwisted.federation.queries import FederationQueries
+        from mxtwisted.handlers.openid import OpenIdHandler
+        from mxtwisted.rooms.directory import RoomDirectory
+        from mxtwisted.rooms.hierarchy import RoomHierarchy
+        from mxtwisted.storage.openid import OpenIdTokenStore
+
+        c.federation_queries = FederationQueries(c.federation.client, self.config.server_name)
+        c.profile.set_remote_profile_query(c.federation_queries.profile)
+        c.hierarchy = RoomHierarchy(c.rooms, RoomDirectory(c.rooms, c.policies), c.federation_queries)
+        c.openid = OpenIdHandler(self.reactor, self.config.server_name, OpenIdTokenStore(self.storage.db))
+        c.account.add_deactivation_hook(lambda user_id, erase: c.openid.store.delete_user_tokens(user_id))
 
     def _build_ephemeral(self, c: ClientComponents) -> None:
         # -- typing, receipts, read markers, presence -------------------------------------
@@ -408,7 +458,7 @@ class HomeserverService(MultiService):
         # -- rooms: create, send, state, read, membership -------------------------------
         RoomsResource(
             c.auth, c.room_creator, c.membership, c.room_reader, c.ratelimiters["message"],
-            remote_join=c.remote_join,
+            remote_join=c.remote_join, remote_membership=c.remote_membership,
         ).register(router)
         # -- rooms: moderation, redaction, context, directory ------------------------------
         from mxtwisted.api.client.context import ContextResource
@@ -417,10 +467,22 @@ class HomeserverService(MultiService):
         from mxtwisted.api.client.room_moderation import RoomModerationResource
         from mxtwisted.rooms.directory import RoomDirectory
 
-        RoomModerationResource(c.auth, c.membership, c.room_reader).register(router)
+        RoomModerationResource(
+            c.auth, c.membership, c.room_reader, remote_membership=c.remote_membership, remote_join=c.remote_join
+        ).register(router)
         RedactionResource(c.auth, c.rooms, c.room_reader, c.ratelimiters["message"]).register(router)
         ContextResource(c.auth, c.room_reader).register(router)
-        DirectoryResource(c.auth, RoomDirectory(c.rooms, c.policies)).register(router)
+        DirectoryResource(
+            c.auth,
+            RoomDirectory(c.rooms, c.policies, resolve_remote_alias=c.remote_join.resolve_alias if c.remote_join else None),
+            remote=c.federation_queries,
+        ).register(router)
+        # -- rooms: spaces hierarchy, openid ----------------------------------------------------
+        from mxtwisted.api.client.hierarchy import HierarchyResource
+        from mxtwisted.api.client.openid import OpenIdResource
+
+        HierarchyResource(c.auth, c.hierarchy).register(router)
+        OpenIdResource(c.auth, c.openid).register(router)
         # -- typing, receipts, read markers, presence -------------------------------------
         from mxtwisted.api.client.presence import PresenceResource
         from mxtwisted.api.client.receipts import ReceiptsResource
@@ -534,10 +596,12 @@ class HomeserverService(MultiService):
         self.sites.append(site)
         tls_options = None
         if listener.tls:
-            try:
-                tls_options = load_server_tls_options(self.config.tls_certificate_path, self.config.tls_private_key_path)
-            except Exception as e:
-                raise StartupError(str(e)) from e
+            if self.tls is None:
+                try:
+                    self.tls = ReloadableServerTLS(self.config.tls_certificate_path, self.config.tls_private_key_path)
+                except Exception as e:
+                    raise StartupError(str(e)) from e
+            tls_options = self.tls
         errors = []
         bound = 0
         for address in listener.bind_addresses:
@@ -558,6 +622,35 @@ class HomeserverService(MultiService):
         for error in errors:
             # As Synapse: binding both '::' and '0.0.0.0' fails on dual-stack hosts; one is enough.
             log.warn("Could not listen on {error} (other addresses of this listener are bound)", error=error)
+
+    # -- reload (SIGHUP) ------------------------------------------------
+    def reload_tls(self) -> bool:
+        """Re-read the TLS certificate and key, for renewals (certbot) without a restart.
+
+        New connections get the new certificate; open ones keep theirs. A file
+        that cannot be loaded is logged and the old certificate stays in use:
+        a botched renewal must not take the server off the air. Returns whether
+        a new certificate is in use.
+        """
+        if self.tls is None:
+            log.info("No TLS listener: no certificate to reload")
+            return False
+        try:
+            self.tls.reload()
+        except TLSConfigError as e:
+            log.error("TLS certificate reload failed, keeping the current certificate: {error}", error=str(e))
+            return False
+        except Exception:
+            log.failure("TLS certificate reload failed, keeping the current certificate")
+            return False
+        cert = self.tls.certificate()
+        log.info(
+            "Reloaded the TLS certificate {path} (subject {subject}, expires {expires})",
+            path=self.tls.cert_path,
+            subject=cert.get_subject().CN,
+            expires=(cert.get_notAfter() or b"?").decode(),
+        )
+        return True
 
     # -- stop -----------------------------------------------------------
     def stopService(self) -> defer.Deferred:

@@ -49,10 +49,14 @@ def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
     from mxtwisted.service import StartupError, exit_on_fatal, make_homeserver
+    from mxtwisted.sighup import install_sighup_handler
 
     parent: Any = getattr(options, "parent", None)
     pidfile = parent.get("pidfile") if parent is not None else None
     try:
-        return make_homeserver(reactor, options.homeserver_config, on_fatal=exit_on_fatal(reactor, pidfile))
+        service = make_homeserver(reactor, options.homeserver_config, on_fatal=exit_on_fatal(reactor, pidfile))
     except StartupError as e:
         sys.exit(f"matrixhs: error: {e}")
+    # Installed now, not once the reactor runs, so that an early SIGHUP does not kill the process (its default).
+    install_sighup_handler(reactor, [service.reload_tls])
+    return service

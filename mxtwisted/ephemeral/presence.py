@@ -30,6 +30,14 @@ by one :class:`~twisted.internet.task.LoopingCall` on the injected clock; a
 row is written (and a stream position taken) only when something others see
 changes. With ``presence.enabled: false`` nothing is tracked or delivered,
 ``PUT`` is accepted and ignored, and ``GET`` answers ``offline`` (as Synapse).
+
+Presence of remote users arrives over federation (:meth:`PresenceHandler.update_remote`,
+checked by :mod:`mxtwisted.federation.edus`): it is stored like a local user's and
+delivered to the local users who share a room with them. A remote user not heard
+of for :data:`REMOTE_PRESENCE_TIMEOUT_MS` is taken to be offline (their server
+re-sends the presence of online users well within it, as Synapse does every
+25 minutes). Listeners (:meth:`PresenceHandler.add_listener`) hear of every change
+of a local user's presence that is announced, so federation can send it.
 """
 
 from __future__ import annotations
@@ -67,6 +75,11 @@ SYNC_REQUEST_HOLD_MS = 60_000
 #: Rooms joined recently, remembered per user so the next sync brings the presence of
 #: the room's members.
 MAX_REMEMBERED_JOINS = 50
+#: A remote user whose server sent nothing for this long is set offline (Synapse's value).
+REMOTE_PRESENCE_TIMEOUT_MS = 30 * 60_000
+
+#: ``listener(state)``: a local user's presence as just stored and announced.
+PresenceListener = Callable[[UserPresence], None]
 
 
 def format_presence(state: UserPresence, now_ms: int) -> dict[str, Any]:
@@ -132,6 +145,9 @@ class PresenceHandler(Service):
         #: Writes in flight (waited for on stop, before the database closes).
         self._writes: set[defer.Deferred] = set()
         self._last_write: dict[str, defer.Deferred] = {}
+        #: Remote users who are not offline → ms when their server last told us about them.
+        self._remote_seen: dict[str, int] = {}
+        self._listeners: list[PresenceListener] = []
         self.source = PresenceStreamSource(self)
         if enabled:
             rooms.add_listener(self._on_event)
@@ -141,6 +157,14 @@ class PresenceHandler(Service):
 
     def _is_mine(self, user_id: str) -> bool:
         return user_id.endswith(":" + self._server_name)
+
+    def add_listener(self, listener: PresenceListener) -> None:
+        """Hear of each announced change of a local user's presence (never of remote users)."""
+        self._listeners.append(listener)
+
+    def live_states(self) -> list[UserPresence]:
+        """The live state of the local users who are not offline (for federation keep-alives)."""
+        return [state for state in self._states.values() if state.state != OFFLINE]
 
     # -- lifecycle ---------------------------------------------------------------------
     def startService(self) -> None:
@@ -171,8 +195,13 @@ class PresenceHandler(Service):
 
     async def _load(self) -> None:
         """Resume the timers of users who were not offline when the server last stopped."""
+        now = self.now_ms()
         for state in await self.store.get_not_offline():
-            self._states.setdefault(state.user_id, state)
+            if self._is_mine(state.user_id):
+                self._states.setdefault(state.user_id, state)
+            else:
+                # Their server may have gone: they get the full timeout to say otherwise.
+                self._remote_seen.setdefault(state.user_id, now)
 
     # -- reading --------------------------------------------------------------------------
     async def current_state(self, user_id: str) -> UserPresence:
@@ -395,6 +424,48 @@ class PresenceHandler(Service):
             self._states[state.user_id] = live.replace(stream_id=stored.stream_id)
         users = await self.interested_users(state.user_id)
         self._notifier.notify_users(PRESENCE_STREAM, self.store.stream.current, users)
+        for listener in self._listeners:
+            try:
+                listener(stored)
+            except Exception:
+                log.failure("Presence listener failed")
+
+    # -- remote users -------------------------------------------------------------------------
+    async def update_remote(self, state: UserPresence) -> bool:
+        """The presence of a remote user, sent by their server (checked by the caller). Stored and
+        announced only when a local user shares a room with them; True then."""
+        user_id = state.user_id
+        if not self.enabled or self._is_mine(user_id):
+            return False
+        users = await self.interested_users(user_id)
+        if not users - {user_id}:
+            return False
+        if state.state == OFFLINE:
+            self._remote_seen.pop(user_id, None)
+        else:
+            self._remote_seen[user_id] = self.now_ms()
+        await self.store.put(state)
+        self._notifier.notify_users(PRESENCE_STREAM, self.store.stream.current, users)
+        return True
+
+    def _expire_remote(self, now: int) -> None:
+        """Remote users not heard of for :data:`REMOTE_PRESENCE_TIMEOUT_MS` go offline."""
+        for user_id, seen in list(self._remote_seen.items()):
+            if now - seen <= REMOTE_PRESENCE_TIMEOUT_MS:
+                continue
+            del self._remote_seen[user_id]
+            d = defer.ensureDeferred(self._set_remote_offline(user_id))
+            d.addErrback(lambda f: log.failure("Remote presence timeout failed", f))
+            self._writes.add(d)
+            d.addBoth(lambda result, d=d: (self._writes.discard(d), result)[1])
+
+    async def _set_remote_offline(self, user_id: str) -> None:
+        stored = await self.store.get(user_id)
+        if stored is None or stored.state == OFFLINE or user_id in self._remote_seen:
+            return
+        await self.store.put(stored.replace(state=OFFLINE, currently_active=False))
+        users = await self.interested_users(user_id)
+        self._notifier.notify_users(PRESENCE_STREAM, self.store.stream.current, users)
 
     async def interested_users(self, user_id: str) -> set[str]:
         """Local users who share a joined room with ``user_id``, and the user."""
@@ -425,6 +496,7 @@ class PresenceHandler(Service):
             ends_activity = state.currently_active and now - state.last_active_ts >= self.last_active_granularity_ms
             if new != state or ends_activity or new.state == OFFLINE:
                 self._commit(state, new)
+        self._expire_remote(now)
 
     # -- the stream ------------------------------------------------------------------------
     def current_position(self) -> int:
@@ -440,12 +512,23 @@ class PresenceHandler(Service):
             members |= room.members_joined_local
         return members
 
+    async def _remote_members(self, room_ids: set[str]) -> set[str]:
+        """The remote users joined to ``room_ids`` (read from the database: only for initial syncs and
+        newly joined rooms)."""
+        members: set[str] = set()
+        for room_id in room_ids:
+            members.update(u for u in await self._events.get_members(room_id, ("join",)) if not self._is_mine(u))
+        return members
+
+    async def _shares_room(self, user_id: str, room_ids: set[str]) -> bool:
+        return not room_ids.isdisjoint((await self._events.get_rooms_for_user(user_id)).keys())
+
     async def get_updates(self, user_id: str, room_ids: set[str], from_pos: int, to_pos: int) -> Updates:
         if not self.enabled or from_pos >= to_pos:
             return {}, []
         now = self.now_ms()
         if from_pos == 0:
-            users = await self._members(room_ids) | {user_id}
+            users = await self._members(room_ids) | await self._remote_members(room_ids) | {user_id}
             states = await self.store.get_many(users)
             for uid in users:
                 live = self._states.get(uid)
@@ -467,7 +550,12 @@ class PresenceHandler(Service):
                 return {}, []
             shared = await self._members(room_ids) | {user_id}
             wanted = {uid for uid in changed if uid in shared}
-            newly_visible = (await self._members(new_rooms)) - wanted if new_rooms else set()
+            for uid in changed.keys() - shared:
+                if not self._is_mine(uid) and await self._shares_room(uid, room_ids):
+                    wanted.add(uid)
+            newly_visible = (
+                (await self._members(new_rooms) | await self._remote_members(new_rooms)) - wanted if new_rooms else set()
+            )
             states = {uid: changed[uid] for uid in wanted}
             if newly_visible:
                 states.update(await self.store.get_many(newly_visible))

@@ -17,14 +17,20 @@ ephemeral event) and "Read and unread markers" (``POST
   M_INVALID_PARAM`` otherwise). ``m.fully_read`` takes no thread.
 * The fully read marker is the ``m.fully_read`` room account data
   ``{"event_id": ...}``; it also only moves forward.
+* Receipts of remote users arrive over federation
+  (:meth:`ReceiptsHandler.store_remote_receipt`, checked by
+  :mod:`mxtwisted.federation.edus`) and are stored and delivered like local ones;
+  listeners (:meth:`ReceiptsHandler.add_listener`) hear of every receipt that moved.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from mxtwisted.ephemeral import Updates
 from mxtwisted.http.errors import Codes, MatrixError
@@ -33,6 +39,12 @@ from mxtwisted.rooms.visibility import filter_events_for_user
 from mxtwisted.storage.account_data import AccountDataStore
 from mxtwisted.storage.events import StoredEvent
 from mxtwisted.storage.receipts import ReceiptStore
+
+log = Logger()
+
+#: ``listener(room_id, receipt_type, user_id, event_id, thread_id, data)``: a receipt moved forward
+#: (``data`` is ``{"ts": ...}``, without the thread).
+ReceiptListener = Callable[[str, str, str, str, Optional[str], dict[str, Any]], None]
 
 #: Stream name (notifier and sync tokens).
 RECEIPTS_STREAM = "receipts"
@@ -76,7 +88,13 @@ class ReceiptsHandler:
         self.store = store
         self._account_data = account_data
         self._marker_locks: dict[tuple[str, str], defer.DeferredLock] = {}
+        self._listeners: list[ReceiptListener] = []
         self.source = ReceiptStreamSource(self)
+
+    def add_listener(self, listener: ReceiptListener) -> None:
+        """Hear of every stored receipt that moved forward, of local and remote users alike (federation
+        sends the public ones of local users)."""
+        self._listeners.append(listener)
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -163,20 +181,49 @@ class ReceiptsHandler:
             else:
                 await self._store_receipt(user_id, room_id, marker_type, event, None)
 
+    async def store_remote_receipt(
+        self, user_id: str, room_id: str, receipt_type: str, event_ids: list[str], thread_id: Optional[str], ts: int
+    ) -> bool:
+        """A receipt of a remote user (sender and membership checked by the caller): stored for the latest
+        of ``event_ids`` known in the room. False when none is (an event we do not have yet: receipts are
+        hints, not worth fetching events for) or when it does not move the receipt forward."""
+        known = [
+            e for e in (await self._events.get_events(event_ids)).values()
+            if e.room_id == room_id and not e.outlier and not e.rejected_reason
+        ]
+        if not known:
+            return False
+        latest = max(known, key=lambda e: e.stream_ordering)
+        return await self._store_receipt(user_id, room_id, receipt_type, latest, thread_id, {"ts": ts})
+
     async def _store_receipt(
-        self, user_id: str, room_id: str, receipt_type: str, event: StoredEvent, thread_id: Optional[str]
-    ) -> None:
+        self,
+        user_id: str,
+        room_id: str,
+        receipt_type: str,
+        event: StoredEvent,
+        thread_id: Optional[str],
+        data: Optional[dict[str, Any]] = None,
+    ) -> bool:
+        """Store the receipt unless it is not ahead of the current one; True when stored."""
+        data = {"ts": self.now_ms()} if data is None else data
         position = await self.store.insert_receipt(
-            room_id, receipt_type, user_id, thread_id, event.event_id, event.stream_ordering, {"ts": self.now_ms()}
+            room_id, receipt_type, user_id, thread_id, event.event_id, event.stream_ordering, data
         )
         if position is None:
-            return  # not ahead of the current receipt
+            return False  # not ahead of the current receipt
+        for listener in self._listeners:
+            try:
+                listener(room_id, receipt_type, user_id, event.event_id, thread_id, data)
+            except Exception:
+                log.failure("Receipt listener failed")
         if receipt_type == READ_PRIVATE:
             users: set[str] = {user_id}
         else:
             room = await self._rooms.get_room_cache(room_id)
             users = set(room.members_joined_local) | {user_id}
         self._notifier.notify_users(RECEIPTS_STREAM, self.store.stream.current, users)
+        return True
 
     # -- the fully read marker ------------------------------------------------------------
     async def _set_fully_read(self, user_id: str, room_id: str, event: StoredEvent) -> None:

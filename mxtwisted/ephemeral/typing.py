@@ -16,6 +16,7 @@ initial sync of typing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Optional
 
 from twisted.application.service import Service
@@ -39,6 +40,9 @@ MAX_TIMEOUT_MS = 120_000
 #: A room nobody has typed in for this long forgets its stream position.
 FORGET_ROOM_AFTER_MS = 10 * 60_000
 
+#: ``listener(room_id, user_id, typing)``: someone started (True) or stopped (False) typing.
+TypingListener = Callable[[str, str, bool], None]
+
 
 class TypingHandler(Service):
     """The typing state of every room, with expiry timers on the injected clock.
@@ -59,8 +63,14 @@ class TypingHandler(Service):
         self._changed_at: dict[str, float] = {}
         self._position = 0
         self._next_forget = 0.0
+        self._listeners: list[TypingListener] = []
         rooms.add_listener(self._on_event)
         self.source = TypingStreamSource(self)
+
+    def add_listener(self, listener: TypingListener) -> None:
+        """Hear of every start and end of typing, local or remote (federation sends the local ones);
+        renewing a notification while still typing is not a change."""
+        self._listeners.append(listener)
 
     # -- the API ------------------------------------------------------------------
     async def set_typing(
@@ -87,7 +97,7 @@ class TypingHandler(Service):
             timer.reset(delay)
             return
         timers[user_id] = self._clock.callLater(delay, self._expire, room_id, user_id)
-        self._changed(room_id)
+        self._changed(room_id, user_id, True)
 
     def stopped_typing(self, room_id: str, user_id: str) -> None:
         """``user_id`` stopped typing (a no-op if they were not)."""
@@ -99,7 +109,7 @@ class TypingHandler(Service):
             timer.cancel()
         if not timers:
             del self._typing[room_id]
-        self._changed(room_id)
+        self._changed(room_id, user_id, False)
 
     def get_typing(self, room_id: str) -> list[str]:
         """The users typing in ``room_id`` now, sorted."""
@@ -114,14 +124,19 @@ class TypingHandler(Service):
         del timers[user_id]
         if not timers:
             del self._typing[room_id]
-        self._changed(room_id)
+        self._changed(room_id, user_id, False)
 
     def _on_event(self, event: Event, stream_ordering: int) -> None:
         """A member who leaves (or is kicked or banned) stops typing."""
         if event.type == "m.room.member" and event.membership != "join" and event.state_key:
             self.stopped_typing(event.room_id, event.state_key)
 
-    def _changed(self, room_id: str) -> None:
+    def _changed(self, room_id: str, user_id: str, typing: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener(room_id, user_id, typing)
+            except Exception:
+                log.failure("Typing listener failed")
         self._position += 1
         self._serials[room_id] = self._position
         now = self._clock.seconds()

@@ -1,8 +1,9 @@
-"""Joining and leaving rooms of this server over federation: make_join / send_join, make_leave / send_leave.
+"""Joining, leaving and knocking on rooms of this server over federation: make_join / send_join,
+make_leave / send_leave, make_knock / send_knock.
 
-Spec: Server-Server API, "Joining Rooms" and "Leaving Rooms" (v2 send_join and
-send_leave). A remote server asks for a template (``make_*``): an unsigned
-``m.room.member`` event on top of the room's current state, which this server
+Spec: Server-Server API, "Joining Rooms", "Leaving Rooms" (v2 send_join and
+send_leave) and "Knocking upon a room" (rooms v7+, 403 before). A remote
+server asks for a template (``make_*``): an unsigned ``m.room.member`` event on top of the room's current state, which this server
 checks against the auth rules as a dry run. The remote server fills in its
 part, hashes and signs it, and sends it back (``send_*``): this server checks
 the content hash, the signatures of the servers that must sign it (through
@@ -82,6 +83,12 @@ async def state_before(store: EventStore, stored: StoredEvent) -> Optional[State
     return state
 
 
+def _check_knock_version(membership: str, version: RoomVersion) -> None:
+    """Knocks exist from room v7 (as Synapse: 403 in older rooms)."""
+    if membership == "knock" and not version.knock_join_rule:
+        raise MatrixError(403, Codes.FORBIDDEN, f"Room version {version.identifier} does not support knocking")
+
+
 class FederationJoins:
     def __init__(self, engine: RoomEngine, signing_key: Any, keyring: Any) -> None:
         """``keyring``: ``await keyring.verify_json_for_server(server, obj, minimum_valid_until_ts=ms)``
@@ -109,6 +116,7 @@ class FederationJoins:
                 f"Your server does not support the room's version {version.identifier}",
                 extra={"room_version": version.identifier},
             )
+        _check_knock_version(membership, version)
         content: dict[str, Any] = {"membership": membership}
         if membership == "join":
             current = await self.engine.get_state_events(room, [(MEMBER, user_id)])
@@ -141,6 +149,7 @@ class FederationJoins:
             raise MatrixError(400, Codes.BAD_JSON, "The body must be an event")
         room = await self.engine.get_room_cache(room_id)
         version = room.version
+        _check_knock_version(membership, version)
         if event_dict.get("room_id") != room_id:
             raise MatrixError(400, Codes.BAD_JSON, "The event's room_id does not match the path")
         try:
@@ -185,7 +194,7 @@ class FederationJoins:
                 return cosign_event(event.get_dict(), self.server_name, self._signing_key, version)
             return event.get_dict()
 
-        persisted, _ = await self.engine.persist_remote_event(event_dict, origin, prepare)
+        persisted = (await self.engine.persist_remote_event(event_dict, origin, prepare)).event
         return persisted, countersign
 
     async def _check_signature(self, event_dict: dict[str, Any], server: str, version: RoomVersion) -> None:

@@ -20,7 +20,7 @@ EDUs (typing, receipts, presence, to-device, device lists) are acknowledged and 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 from urllib.parse import quote
 
 from twisted.internet import defer
@@ -32,9 +32,14 @@ from mxtwisted.events.hashing import ContentHashError, check_content_hash
 from mxtwisted.events.redaction import redact_event
 from mxtwisted.events.room_versions import RoomVersion
 from mxtwisted.events.signing import SignatureVerifyError, required_signers
+from mxtwisted.events.validation import EventValidationError, validate_event
+from mxtwisted.federation.remote_join import _auth_order, _check_auth
+from mxtwisted.federation.room_acl import DENIED, origin_allowed
 from mxtwisted.federation.server_visibility import server_of
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomCache, RoomEngine
+from mxtwisted.rooms.room_state import StateUnknown
+from mxtwisted.storage.events import StateMap
 
 log = Logger()
 
@@ -61,6 +66,9 @@ class TransactionReceiver:
         self.server_name = engine.server_name
         self.keyring = keyring
         self.client = client
+        #: ``await edu_handler(origin, edu)`` for each EDU of a transaction (mxtwisted.federation.edus);
+        #: None: EDUs are acknowledged and dropped. Its errors are logged, never answered.
+        self.edu_handler: Optional[Callable[[str, dict[str, Any]], Awaitable[None]]] = None
         self._answers: OrderedDict[tuple[str, str], defer.Deferred] = OrderedDict()
 
     # -- transactions ----------------------------------------------------------------------------
@@ -83,7 +91,7 @@ class TransactionReceiver:
         if known is not None:
             self._answers.move_to_end(key)
             return await _shared(known)
-        d = defer.ensureDeferred(self._process(origin, pdus))
+        d = defer.ensureDeferred(self._process(origin, pdus, edus))
         self._answers[key] = d
 
         def forget(failure: Any) -> Any:
@@ -96,7 +104,7 @@ class TransactionReceiver:
             self._answers.popitem(last=False)
         return await _shared(d)
 
-    async def _process(self, origin: str, pdus: list[Any]) -> dict[str, Any]:
+    async def _process(self, origin: str, pdus: list[Any], edus: list[Any]) -> dict[str, Any]:
         by_room: dict[str, list[dict[str, Any]]] = {}
         for pdu in pdus:
             if isinstance(pdu, dict) and isinstance(pdu.get("room_id"), str):
@@ -108,7 +116,21 @@ class TransactionReceiver:
             [defer.ensureDeferred(self._process_room(origin, room_id, room_pdus, results)) for room_id, room_pdus in by_room.items()],
             consumeErrors=True,
         )
+        await self._process_edus(origin, edus)
         return {"pdus": results}
+
+    async def _process_edus(self, origin: str, edus: list[Any]) -> None:
+        """EDUs after the PDUs (a receipt may name an event of the same transaction); each on its own:
+        a bad EDU is logged and dropped, it never fails the transaction."""
+        if self.edu_handler is None:
+            return
+        for edu in edus:
+            if not isinstance(edu, dict) or not isinstance(edu.get("edu_type"), str):
+                continue
+            try:
+                await self.edu_handler(origin, edu)
+            except Exception:
+                log.failure("Handling a {edu_type} EDU from {origin} failed", edu_type=edu.get("edu_type"), origin=origin)
 
     async def _process_room(self, origin: str, room_id: str, pdus: list[dict[str, Any]], results: dict[str, Any]) -> None:
         try:
@@ -139,6 +161,8 @@ class TransactionReceiver:
 
     # -- one PDU ------------------------------------------------------------------------------------------
     async def handle_pdu(self, origin: str, room: RoomCache, pdu: dict[str, Any], event_id: str) -> None:
+        if not await origin_allowed(self.engine, room, origin):
+            raise PduError(DENIED)  # spec: ACLs apply per PDU, an error entry for its event ID
         if await self.store.get_event(event_id) is not None:
             return
         members = await self.store.get_members(room.room_id, ("join",))
@@ -149,14 +173,126 @@ class TransactionReceiver:
         missing = await self._missing_prevs(ev)
         if missing:
             await self._fetch_missing(origin, room, ev)
-            missing = await self._missing_prevs(ev)
-            if missing:
-                raise PduError(f"Missing prev_events: {', '.join(sorted(missing))}")
-        await self._persist(pdu)
+        await self._persist(origin, room, pdu)
 
-    async def _persist(self, pdu: dict[str, Any]) -> None:
-        # The sender's server signed it (checked above); it may be another server than the origin.
-        await self.engine.persist_remote_event(pdu, server_of(pdu.get("sender") or ""))
+    async def _persist(self, origin: str, room: RoomCache, pdu: dict[str, Any]) -> None:
+        """Persist a checked PDU (spec checks 4-6 are the engine's). What it needs first is fetched from
+        ``origin``: its auth events (``/event_auth``), and, for prev_events we do not have or whose state we
+        do not know (we were too far behind for ``/get_missing_events``), the state at each (``/state``)."""
+        ev = Event(pdu, room.version)
+        await self._fetch_auth_events(origin, room, ev)
+        missing = sorted(await self._missing_prevs(ev))
+        try:
+            for prev_id in missing:
+                await self._fetch_state_at(origin, room, prev_id)
+        except PduError as e:
+            raise PduError(f"Missing prev_events: {', '.join(missing)} ({e})") from None
+        try:
+            # The sender's server signed it (checked); it may be another server than the origin.
+            await self.engine.persist_remote_event(pdu, server_of(pdu.get("sender") or ""), from_transaction=True)
+        except StateUnknown as e:
+            for prev_id in e.event_ids:
+                await self._fetch_state_at(origin, room, prev_id)
+            try:
+                await self.engine.persist_remote_event(pdu, server_of(pdu.get("sender") or ""), from_transaction=True)
+            except StateUnknown as again:
+                raise PduError(str(again)) from None
+
+    # -- fetching what an event needs ---------------------------------------------------------------
+    async def _fetch_auth_events(self, origin: str, room: RoomCache, ev: Event) -> None:
+        """Spec: an event whose auth events are unknown here gets them from ``GET /event_auth``."""
+        known = await self.store.get_events(ev.auth_event_ids)
+        if all(a in known for a in ev.auth_event_ids) or self.client is None:
+            return
+        path = f"/_matrix/federation/v1/event_auth/{quote(room.room_id, safe='')}/{quote(ev.event_id, safe='')}"
+        response = await self._fetch(origin, path)
+        chain = response.get("auth_chain") if isinstance(response, dict) else None
+        if isinstance(chain, list):
+            await self._store_fetched(room, chain)
+
+    async def _fetch_state_at(self, origin: str, room: RoomCache, event_id: str) -> None:
+        """Learn the state after ``event_id`` from ``origin``: ``GET /state?event_id=`` (the state before it,
+        with the auth chain) and, if we do not have it, the event itself (``GET /event``); all checked and
+        stored as outliers, the event with the state after it."""
+        if self.client is None:
+            raise PduError(f"Missing prev_event {event_id}")
+        room_part = quote(room.room_id, safe="")
+        response = await self._fetch(origin, f"/_matrix/federation/v1/state/{room_part}", {"event_id": event_id})
+        state_pdus = response.get("pdus") if isinstance(response, dict) else None
+        chain = response.get("auth_chain") if isinstance(response, dict) else None
+        if not isinstance(state_pdus, list) or not isinstance(chain, list):
+            raise PduError(f"{origin} gave no state at {event_id}")
+        stored = await self.store.get_events([event_id])
+        raw_event: list[Any] = []
+        if event_id not in stored:
+            answer = await self._fetch(origin, f"/_matrix/federation/v1/event/{quote(event_id, safe='')}")
+            pdus = answer.get("pdus") if isinstance(answer, dict) else None
+            if not isinstance(pdus, list) or len(pdus) != 1:
+                raise PduError(f"{origin} did not give event {event_id}")
+            raw_event = pdus
+        events = await self._store_fetched(room, [*chain, *state_pdus], extra=raw_event)
+        state: StateMap = {}
+        for raw in state_pdus:
+            if not isinstance(raw, dict):
+                continue
+            state_ev = events.get(Event(raw, room.version).event_id)
+            if state_ev is None or state_ev.state_key is None:
+                raise PduError(f"{origin} gave a bad state at {event_id}")
+            if state_ev.rejected_reason is None:
+                state[(state_ev.type, state_ev.state_key)] = state_ev.event_id
+        target = events.get(event_id)
+        if target is None:
+            objects = await self.engine.get_event_objects([event_id], room.version)
+            target = objects.get(event_id)
+        if target is None:
+            raise PduError(f"{origin} did not give event {event_id}")
+        await self.engine.persist_with_state(target, state)
+
+    async def _store_fetched(self, room: RoomCache, raws: list[Any], extra: list[Any] = ()) -> dict[str, Event]:
+        """Check fetched PDUs (format, room, signatures, hashes: bad ones are dropped), check each against
+        its auth events in auth order (rejected ones are marked), and store the new ones as outliers except
+        ``extra`` (returned checked, not stored). Returns every checked event by ID, the ones we already had
+        included (as stored)."""
+        version = room.version
+        fetched: dict[str, dict[str, Any]] = {}
+        for raw in [*raws, *extra]:
+            try:
+                if not isinstance(raw, dict) or Event(raw, version).room_id != room.room_id:
+                    continue
+            except Exception:
+                continue
+            try:
+                checked = await self._checked(raw, version)
+                validate_event(checked, version)
+                fetched[Event(checked, version).event_id] = checked
+            except (PduError, EventValidationError) as e:
+                log.info("Dropping a fetched event: {error}", error=e)
+        known = await self.engine.get_event_objects(fetched, version)
+        events: dict[str, Event] = dict(known)
+        for event_id, checked in fetched.items():
+            events.setdefault(event_id, Event(checked, version))
+        # Auth events outside the answer that we have (and the room's create event): needed to check the new.
+        create_id = room.state.get(("m.room.create", ""))
+        wanted = {a for ev in events.values() for a in ev.auth_event_ids} | {create_id} - {None}
+        known.update(await self.engine.get_event_objects(wanted - set(events), version))
+        events.update(known)
+        new = [ev for ev in _auth_order(events, version, room.room_id) if ev.event_id not in known]
+        for ev in new:
+            if create_id is not None and create_id in events:
+                _check_auth(ev, events, create_id)
+            else:
+                ev.rejected_reason = "the room's create event is unknown"
+        extra_ids = {Event(raw, version).event_id for raw in extra if isinstance(raw, dict)}
+        await self.engine.persist_outliers(room.room_id, [ev for ev in new if ev.event_id not in extra_ids])
+        return events
+
+    async def _fetch(self, origin: str, path: str, args: Optional[dict[str, Any]] = None) -> Any:
+        try:
+            return await self.client.get_json(origin, path, args)
+        except defer.CancelledError:
+            raise
+        except Exception as e:
+            raise PduError(f"Fetching {path} from {origin} failed: {e}") from None
 
     async def _missing_prevs(self, ev: Event) -> set[str]:
         known = await self.store.get_events(ev.prev_event_ids)
@@ -244,9 +380,9 @@ class TransactionReceiver:
                         continue
                     del waiting[missing_id]
                     try:
-                        await self._persist(checked)
+                        await self._persist(origin, room, checked)
                         progress = True
-                    except MatrixError as e:
+                    except (MatrixError, PduError) as e:
                         refused.add(missing_id)
                         log.info("Missing event {event_id} refused: {error}", event_id=missing_id, error=e.message)
             if not await self._missing_prevs(ev) or not waiting:

@@ -20,9 +20,10 @@ Changes of ``displayname`` and ``avatar_url`` are announced to the
 *profile change listeners* (:meth:`ProfileHandler.add_profile_change_listener`):
 the room engine hooks one to send the new ``m.room.member`` events into every
 room the user is joined to, and presence one for the ``m.presence`` update.
-Remote profiles will be fetched over federation through the hook
-:meth:`ProfileHandler.set_remote_profile_query`; until one is set they are
-``404 M_NOT_FOUND``.
+Remote profiles are fetched over federation through the hook
+:meth:`ProfileHandler.set_remote_profile_query` (the service sets it to
+:meth:`mxtwisted.federation.queries.FederationQueries.profile`); without one
+they are ``404 M_NOT_FOUND``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ the spec leaves it to the server follows Synapse:
   keyset pagination tokens, so a page never repeats or skips a room when
   others are published meanwhile.
 
-Aliases of other servers are not resolved yet (that needs federation queries): they are ``404``.
+Aliases of other servers are resolved by asking their server (``resolve_remote_alias``, the federation
+``/query/directory``); they cannot be created here (``400 M_INVALID_PARAM``) and deleting one is ``404``
+(this server holds no such alias; as Synapse, and the only error the spec lists).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import base64
 import binascii
 import bisect
 import json
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from twisted.logger import Logger
 
@@ -65,8 +67,16 @@ def _string(content: dict[str, Any], key: str) -> Optional[str]:
 
 
 class RoomDirectory:
-    def __init__(self, engine: RoomEngine, policies: Optional[ModulePolicies] = None) -> None:
+    def __init__(
+        self,
+        engine: RoomEngine,
+        policies: Optional[ModulePolicies] = None,
+        resolve_remote_alias: Optional[Callable[[str], Awaitable[tuple[str, list[str]]]]] = None,
+    ) -> None:
+        """``resolve_remote_alias(alias)`` → (room_id, servers) asks the alias's server (RemoteJoiner.resolve_alias);
+        without it, aliases of other servers are 404."""
         self.engine = engine
+        self._resolve_remote_alias = resolve_remote_alias
         self.store = engine.store
         self.server_name = engine.server_name
         self.policies = policies or ModulePolicies()
@@ -107,6 +117,9 @@ class RoomDirectory:
     async def resolve_alias(self, alias: str) -> dict[str, Any]:
         """``GET /directory/room/{roomAlias}``: the room ID and servers that can be joined through."""
         self._check_alias(alias)
+        if _server_of(alias) != self.server_name and self._resolve_remote_alias is not None:
+            room_id, servers = await self._resolve_remote_alias(alias)
+            return {"room_id": room_id, "servers": servers}
         found = await self.store.get_alias(alias) if _server_of(alias) == self.server_name else None
         if found is None:
             raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {alias} not found")
@@ -234,7 +247,7 @@ class RoomDirectory:
                 entry = await self.room_entry(room_id)
             except MatrixError:
                 continue  # a published room this server no longer knows
-            if _matches(entry, search_term, room_types):
+            if matches_search(entry, search_term, room_types):
                 entries.append(entry)
         entries.sort(key=_order)
         keys = [_order(e) for e in entries]
@@ -259,7 +272,8 @@ def _order(entry: dict[str, Any]) -> tuple[int, str]:
     return (-entry["num_joined_members"], entry["room_id"])
 
 
-def _matches(entry: dict[str, Any], search_term: Optional[str], room_types: Optional[list[Optional[str]]]) -> bool:
+def matches_search(entry: dict[str, Any], search_term: Optional[str], room_types: Optional[list[Optional[str]]]) -> bool:
+    """Whether a directory entry passes a ``/publicRooms`` filter (also used on other servers' entries)."""
     if room_types is not None and entry.get("room_type") not in room_types:
         return False
     if search_term:

@@ -37,6 +37,9 @@ from mxtwisted.events.signing import sign_event
 from mxtwisted.events.validation import EventValidationError, validate_event
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.notifier import Notifier
+from mxtwisted.rooms import room_state
+from mxtwisted.rooms.room_state import GroupedState
+from mxtwisted.storage.backfill import BackfilledEvent, persist_backfilled
 from mxtwisted.storage.events import EventStore, PersistContext, StateMap, StoredEvent, needs_snapshot
 
 log = Logger()
@@ -45,6 +48,18 @@ log = Logger()
 EventListener = Callable[[Event, int], Any]
 #: Checks run before an event is persisted; raise MatrixError to refuse (spam checkers, room policies).
 EventCheck = Callable[[Event], Awaitable[None]]
+
+#: What became of a remote event (:meth:`RoomEngine.persist_remote_event`).
+ACCEPTED = "accepted"
+SOFT_FAILED = "soft_failed"
+
+
+@dataclass
+class RemoteOutcome:
+    event: Event
+    stream_ordering: int
+    #: ACCEPTED or SOFT_FAILED (a rejected event raises).
+    status: str
 
 
 @dataclass
@@ -303,14 +318,28 @@ class RoomEngine:
         return event, auth_state
 
     async def persist_remote_event(
-        self, event_dict: dict[str, Any], origin: str, prepare: Optional[Callable[[Event], dict[str, Any]]] = None
-    ) -> tuple[Event, int]:
-        """Persist an event another server built and signed (federation send_join / send_leave), after the
-        caller checked its signatures and content hash. Under the room lock: the PDU format of the room
-        version, that the sender belongs to ``origin``, that its prev_events and auth_events are known events
-        of the room, the auth rules against its own auth events and against the current state. ``prepare``
+        self,
+        event_dict: dict[str, Any],
+        origin: str,
+        prepare: Optional[Callable[[Event], dict[str, Any]]] = None,
+        from_transaction: bool = False,
+    ) -> RemoteOutcome:
+        """Persist an event another server built and signed, after the caller checked its signatures and
+        content hash; its prev_events and auth_events must be known here, and the state after each prev
+        event (:class:`~mxtwisted.rooms.room_state.StateUnknown` otherwise: the caller fetches it).
+
+        Under the room lock, the spec's checks on receipt of a PDU: the PDU format of the room version, that
+        the sender belongs to ``origin``, the auth rules against its own auth events, against the state
+        before it (the resolved state of its prev_events) and against the room's current state. ``prepare``
         may return a changed event dict before it is checked (the countersignature of a restricted join).
-        Raises 400 M_BAD_JSON / 403 M_FORBIDDEN. Returns (event as persisted, stream_ordering)."""
+
+        For a join, leave or knock sent to us (``from_transaction`` False) every check must pass (400
+        M_BAD_JSON / 403 M_FORBIDDEN). For an event of a transaction (``from_transaction`` True) an event
+        failing one of the first two auth checks is stored *rejected*, and one failing only the last is
+        stored *soft-failed* (spec "Soft failure"): both are kept out of the timeline, the current state and
+        the forward extremities, but remembered with the state after them, so later events may refer to
+        them; a rejected one still raises 403. An accepted event moves the room's forward extremities and
+        its current state becomes the resolution of the states after them (forks are resolved)."""
         room_id = event_dict.get("room_id")
         if not isinstance(room_id, str):
             raise MatrixError(400, Codes.BAD_JSON, "The event has no room_id")
@@ -334,22 +363,91 @@ class RoomEngine:
                     raise MatrixError(400, Codes.BAD_JSON, f"Unknown prev or auth event {event_id}")
             stored = await self.store.get_events([ev.event_id])
             if ev.event_id in stored:
-                return ev, stored[ev.event_id].stream_ordering
+                return RemoteOutcome(ev, stored[ev.event_id].stream_ordering, ACCEPTED)
+            before = await self._state_before(room, ev)
+            create = await self.get_state_events(room, [("m.room.create", "")])
             own_auth = [known[eid] for eid in ev.auth_event_ids]
             try:
+                for auth_ev in own_auth:
+                    if auth_ev.rejected_reason is not None:
+                        raise AuthError(f"auth event {auth_ev.event_id} was rejected")
                 check_auth_events_list(ev, own_auth)
                 # v12 events do not list the create event: the room's one completes their auth state.
-                create = await self.get_state_events(room, [("m.room.create", "")])
                 check_auth_rules(ev, create | {(a.type, a.state_key or ""): a for a in own_auth})
+                keys = auth_types_for_event(ev) | {("m.room.create", "")}
+                before_events = await self.get_event_objects(
+                    [before.state[k] for k in keys if k in before.state], version
+                )
+                check_auth_rules(ev, {k: before_events[before.state[k]] for k in keys if before.state.get(k) in before_events})
+            except AuthError as e:
+                if from_transaction:
+                    rejected = Event(ev.get_dict(), version, event_id=ev.event_id, rejected_reason=e.reason)
+                    await self._persist(room, rejected, txn=None, before=before, hidden=True)
+                raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
+            try:
                 current = await self.get_state_events(room, auth_types_for_event(ev) | {("m.room.create", "")})
                 check_auth_rules(ev, current)
             except AuthError as e:
-                raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
-            return ev, (await self._persist(room, ev, txn=None))[1]
+                if not from_transaction:
+                    raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
+                log.info(
+                    "Soft-failing {event_id} in {room_id}: {reason}", event_id=ev.event_id, room_id=room_id, reason=e.reason
+                )
+                ordering = (await self._persist(room, ev, txn=None, before=before, hidden=True))[1]
+                return RemoteOutcome(ev, ordering, SOFT_FAILED)
+            return RemoteOutcome(ev, (await self._persist(room, ev, txn=None, before=before))[1], ACCEPTED)
         finally:
             lock.release()
             if not lock.locked and not lock.waiting:
                 self._locks.pop(room_id, None)
+
+    async def _state_before(self, room: RoomCache, ev: Event) -> GroupedState:
+        """The state before a remote event: the room's current state when it builds on all the forward
+        extremities (no database work), else the resolution of the states after its prev_events."""
+        if set(ev.prev_event_ids) == set(room.extremities):
+            return GroupedState(room.state, room.state_group, room.state_chain_length)
+        before = await room_state.state_before(self.store, room.version, ev.prev_event_ids)
+        if before.group is not None:
+            info = await self.store.get_state_group_info(before.group)
+            before.chain_length = info[1] if info else 0
+        return before
+
+    async def persist_outliers(self, room_id: str, events: list[Event]) -> None:
+        """Store events fetched from another server (auth chains, state) as outliers: known, not in the
+        timeline, no state of their own. ``events`` are checked and in auth order; rejected ones keep their
+        ``rejected_reason``. Already known events are skipped."""
+        known = await self.store.get_events([ev.event_id for ev in events])
+        now = self.now_ms()
+        for ev in events:
+            if ev.event_id in known:
+                continue
+            ordering = self.store.stream.allocate()
+            ctx = PersistContext(
+                stream_ordering=ordering,
+                received_ts=now,
+                rejected_reason=ev.rejected_reason,
+                outlier=True,
+                prev_event_ids=ev.prev_event_ids,
+                auth_event_ids=ev.auth_event_ids,
+            )
+            try:
+                await self.store.persist_event(ev.event_id, room_id, ev.get_dict(), ctx)
+            finally:
+                self.store.stream.finish(ordering)
+            self._cache_event(ev)
+
+    async def persist_with_state(self, ev: Event, state_before: StateMap) -> None:
+        """Remember ``ev`` (an event we missed, checked by the caller against its auth events, or an outlier
+        we have) with the state before it as another server told us (``/state``): stored as an outlier with
+        the state after it (a snapshot group), so that events built on it can be checked. The events
+        ``state_before`` names must be stored."""
+        if await self.store.get_state_group_of_event(ev.event_id) is not None:
+            return
+        await self.persist_outliers(ev.room_id, [ev])
+        after = dict(state_before)
+        if ev.is_state() and ev.rejected_reason is None:
+            after[(ev.type, ev.state_key or "")] = ev.event_id
+        await self.store.set_event_state(ev.event_id, ev.room_id, self.store.allocate_state_group(), after)
 
     async def _build_and_persist(
         self,
@@ -397,26 +495,8 @@ class RoomEngine:
         try:
             if await self.store.get_room(room_id) is not None:
                 raise MatrixError(409, Codes.UNKNOWN, "The room became known while joining it; try again")
-            now = self.now_ms()
-            known = await self.store.get_events([ev.event_id for ev in outliers])
-            for ev in outliers:
-                if ev.event_id in known or ev.event_id == join.event_id:
-                    continue
-                ordering = self.store.stream.allocate()
-                ctx = PersistContext(
-                    stream_ordering=ordering,
-                    received_ts=now,
-                    rejected_reason=ev.rejected_reason,
-                    outlier=True,
-                    prev_event_ids=ev.prev_event_ids,
-                    auth_event_ids=ev.auth_event_ids,
-                )
-                try:
-                    await self.store.persist_event(ev.event_id, room_id, ev.get_dict(), ctx)
-                finally:
-                    self.store.stream.finish(ordering)
-                self._cache_event(ev)
-            await self.store.store_room(room_id, version.identifier, creator, False, now)
+            await self.persist_outliers(room_id, [ev for ev in outliers if ev.event_id != join.event_id])
+            await self.store.store_room(room_id, version.identifier, creator, False, self.now_ms())
             room = RoomCache(room_id, version, dict(state_before), None, 0, [], 0)
             self._rooms[room_id] = room
             return (await self._persist(room, join, txn=None, full_state=True))[1]
@@ -426,12 +506,26 @@ class RoomEngine:
                 self._locks.pop(room_id, None)
 
     async def _persist(
-        self, room: RoomCache, ev: Event, txn: Optional[tuple[str, str, str]], full_state: bool = False
+        self,
+        room: RoomCache,
+        ev: Event,
+        txn: Optional[tuple[str, str, str]],
+        full_state: bool = False,
+        before: Optional[GroupedState] = None,
+        hidden: bool = False,
     ) -> tuple[str, int]:
-        """``full_state``: the whole state after ``ev`` becomes the room's current state (a room just joined
-        over federation), not only ``ev``'s own entry."""
+        """Persist ``ev`` with the state before it (``before``; the room's current state by default) and
+        announce it.
+
+        ``full_state``: the whole state after ``ev`` becomes the room's current state (a room just joined
+        over federation), not only ``ev``'s own entry. ``hidden``: a rejected or soft-failed event, or one
+        stored with state fetched from another server: kept with the state after it (a rejected event's is
+        the state before it) but out of the timeline, the current state and the forward extremities, and
+        not announced."""
         version = room.version
         now = self.now_ms()
+        if before is None:
+            before = GroupedState(room.state, room.state_group, room.state_chain_length)
         stream_ordering = self.store.stream.allocate()
         ctx = PersistContext(
             stream_ordering=stream_ordering,
@@ -439,29 +533,59 @@ class RoomEngine:
             prev_event_ids=ev.prev_event_ids,
             auth_event_ids=ev.auth_event_ids,
             txn=txn,
+            rejected_reason=ev.rejected_reason,
+            outlier=hidden,
         )
-        new_state = room.state
-        if ev.is_state():
+        base_group, base_chain = before.group, before.chain_length
+        if base_group is None and (not ev.is_state() or ev.rejected_reason is not None):
+            # A resolved state no group holds yet: the event's group (the state after it is the same).
+            base_group, base_chain = self.store.allocate_state_group(), 0
+            ctx.extra_groups.append((base_group, None, dict(before.state), 0))
+        new_state = before.state
+        chain_length = base_chain
+        if ev.is_state() and ev.rejected_reason is None:
             key = (ev.type, ev.state_key or "")
-            ctx.replaces_state = room.state.get(key)
+            ctx.replaces_state = before.state.get(key)
             group = self.store.allocate_state_group()
-            if room.state_group is None or needs_snapshot(room.state_chain_length, len(room.state)):
-                new_state = dict(room.state)
-                new_state[key] = ev.event_id
+            new_state = dict(before.state)
+            new_state[key] = ev.event_id
+            if base_group is None or needs_snapshot(base_chain, len(before.state)):
                 ctx.new_group_prev = None
                 ctx.new_group_delta = dict(new_state)
-                ctx.new_group_chain_length = 0
+                chain_length = 0
             else:
-                new_state = dict(room.state)
-                new_state[key] = ev.event_id
-                ctx.new_group_prev = room.state_group
+                ctx.new_group_prev = base_group
                 ctx.new_group_delta = {key: ev.event_id}
-                ctx.new_group_chain_length = room.state_chain_length + 1
+                chain_length = base_chain + 1
+            ctx.new_group_chain_length = chain_length
             ctx.state_group = group
-            ctx.current_state_delta = dict(new_state) if full_state else {key: ev.event_id}
         else:
-            ctx.state_group = room.state_group
-        redacts = ev.redacts if ev.type == "m.room.redaction" else None
+            ctx.state_group = base_group
+        # The room after the event: its forward extremities, and its current state (resolved at a fork).
+        extremities = room.extremities
+        current, current_group, current_chain = room.state, room.state_group, room.state_chain_length
+        if not hidden:
+            extremities = [e for e in room.extremities if e not in ev.prev_event_ids] + [ev.event_id]
+            after = GroupedState(new_state, ctx.state_group, chain_length)
+            if full_state or extremities == [ev.event_id]:
+                resolved = after
+            else:
+                others = await room_state.states_after(self.store, [e for e in extremities if e != ev.event_id])
+                resolved = await room_state.resolve(self.store, version, [*others.values(), after], unstored=[ev])
+            current = resolved.state
+            current_group, current_chain = resolved.group, resolved.chain_length
+            if resolved.group is None:
+                current_group, current_chain = self._group_for(ctx, room, current)
+            if full_state:
+                ctx.current_state_delta = dict(current)
+            elif resolved is after and before.state is room.state:
+                # The usual case (every local event): only the event's own key can change.
+                own = (ev.type, ev.state_key or "")
+                ctx.current_state_delta = {own: ev.event_id} if current.get(own) == ev.event_id else {}
+            else:
+                ctx.current_state_delta = {k: v for k, v in current.items() if room.state.get(k) != v}
+                ctx.current_state_removed = [k for k in room.state if k not in current]
+        redacts = ev.redacts if ev.type == "m.room.redaction" and not hidden else None
         if redacts is not None:
             targets = await self.store.get_events([redacts])
             target = targets.get(redacts)
@@ -474,19 +598,22 @@ class RoomEngine:
             # The cache may be stale now; drop it so the next send reloads the room.
             self._rooms.pop(room.room_id, None)
             raise
-        room.state = new_state
-        if ev.is_state():
-            room.state_group = ctx.state_group
-            room.state_chain_length = ctx.new_group_chain_length
-            if ev.type == "m.room.member" and self._is_local(ev.state_key or ""):
-                if ev.membership == "join":
-                    room.members_joined_local.add(ev.state_key or "")
-                else:
-                    room.members_joined_local.discard(ev.state_key or "")
-        # A local event's prev_events are all the extremities; a remote one (send_join) may name only some.
-        room.extremities = [e for e in room.extremities if e not in ev.prev_event_ids] + [ev.event_id]
-        room.depth = max(room.depth, ev.depth)
         self._cache_event(ev)
+        if hidden:
+            self.store.stream.finish(stream_ordering)
+            return ev.event_id, stream_ordering
+        for key in [*(ctx.current_state_delta or {}), *ctx.current_state_removed]:
+            if key[0] == "m.room.member" and self._is_local(key[1]):
+                member = (await self.get_event_objects([current[key]], version)).get(current[key]) if key in current else None
+                if member is not None and member.membership == "join":
+                    room.members_joined_local.add(key[1])
+                else:
+                    room.members_joined_local.discard(key[1])
+        room.state = current
+        room.state_group = current_group
+        room.state_chain_length = current_chain
+        room.extremities = extremities
+        room.depth = max(room.depth, ev.depth)
         if redacts is not None:
             self._events.pop(redacts, None)
         self.store.stream.finish(stream_ordering)
@@ -503,6 +630,35 @@ class RoomEngine:
                 log.failure("Event listener failed")
         return ev.event_id, stream_ordering
 
+    def _group_for(self, ctx: PersistContext, room: RoomCache, state: StateMap) -> tuple[int, int]:
+        """A new state group for a resolved current state, written with the event (``ctx``): a delta on the
+        room's current group when that is short and no key is dropped, else a snapshot. (group, chain)."""
+        group = self.store.allocate_state_group()
+        base = room.state_group
+        if base is not None and set(room.state) <= set(state) and not needs_snapshot(room.state_chain_length, len(state)):
+            delta = {k: v for k, v in state.items() if room.state.get(k) != v}
+            ctx.extra_groups.append((group, base, delta, room.state_chain_length + 1))
+            return group, room.state_chain_length + 1
+        ctx.extra_groups.append((group, None, dict(state), 0))
+        return group, 0
+
+    # -- history from other servers -------------------------------------------------------------
+    async def persist_backfilled_events(self, room_id: str, events: list[BackfilledEvent]) -> list[str]:
+        """Store history fetched with federation ``/backfill`` (checked and given its state by
+        :class:`~mxtwisted.federation.backfill.Backfiller`), oldest first. Unlike every other persist path
+        this one takes no room lock and changes nothing the lock protects: not the current state, not the
+        forward extremities, not the depth; the events get stream orderings below every other one, so the
+        events stream does not advance and neither the notifier nor any listener (the federation sender,
+        modules) hears of them: they are not new. Returns the IDs now in the timeline."""
+        added = await persist_backfilled(self.store, room_id, events, self.now_ms())
+        for item in events:
+            # Cached copies may be stale: redacted now, or a redaction's target redacted by it.
+            if item.redacted_by is not None:
+                self._events.pop(item.event_id, None)
+            if item.redacted_target_json is not None and item.redacts is not None:
+                self._events.pop(item.redacts, None)
+        return added
+
     # -- reading helpers ---------------------------------------------------------------------
     async def get_power_level(self, room: RoomCache, user_id: str) -> float:
         state = await self.get_state_events(
@@ -517,6 +673,82 @@ class RoomEngine:
         """The state after ``stored`` (for membership/visibility checks at that point of history)."""
         state = await self.store.get_state_ids_at_event(stored.event_id)
         return state or {}
+
+    # -- events other servers complete or hold (invites, knocks over federation) ----------------------
+    async def build_local_event(
+        self, sender: str, room_id: str, event_type: str, content: dict[str, Any], state_key: Optional[str] = None
+    ) -> Event:
+        """A new local event, hashed, signed and allowed by the auth rules and the checks (modules), but not
+        persisted: for an invite of a remote user, which the invitee's server must sign first
+        (:meth:`persist_built_event` then stores it). Not under the room lock: nothing is written."""
+        room = await self.get_room_cache(room_id)
+        version = room.version
+        event, auth_state = await self.build_template(room, sender, event_type, content, state_key)
+        if version.event_format is EventFormat.V1:
+            event["event_id"] = self._new_v1_event_id()
+        event = self._hash_and_sign(event, version)
+        try:
+            validate_event(event, version)
+        except EventValidationError as e:
+            raise MatrixError(400, Codes.BAD_JSON, f"Invalid event: {e.reason}") from None
+        ev = Event(event, version)
+        try:
+            check_auth_rules(ev, auth_state)
+        except AuthError as e:
+            raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
+        for check in self._checks:
+            await check(ev)
+        return ev
+
+    async def persist_built_event(self, ev: Event, txn: Optional[tuple[str, str, str]] = None) -> tuple[str, int]:
+        """Persist an event of :meth:`build_local_event` once complete (e.g. with the invitee server's
+        signature). Under the room lock the auth rules are checked again against the current state, which
+        may have moved while the other server was asked (the event then names only some of the forward
+        extremities, as a remote event may). Returns (event_id, stream_ordering)."""
+        lock = self._lock(ev.room_id)
+        await lock.acquire()
+        try:
+            room = await self.get_room_cache(ev.room_id)
+            known = await self.store.get_events([ev.event_id])
+            if ev.event_id in known:
+                return ev.event_id, known[ev.event_id].stream_ordering
+            current = await self.get_state_events(room, auth_types_for_event(ev) | {("m.room.create", "")})
+            try:
+                check_auth_rules(ev, current)
+            except AuthError as e:
+                raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
+            return await self._persist(room, ev, txn)
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(ev.room_id, None)
+
+    async def persist_out_of_band_membership(self, ev: Event) -> int:
+        """Store a local user's invite, knock, or the leave rejecting/rescinding one, in a room this server is
+        not in (``EventStore.persist_out_of_band_membership``: an outlier that still counts as the user's
+        membership), and wake the user's ``/sync``. Already stored: nothing. Returns its stream ordering."""
+        lock = self._lock(ev.room_id)
+        await lock.acquire()
+        try:
+            known = await self.store.get_events([ev.event_id])
+            if ev.event_id in known:
+                return known[ev.event_id].stream_ordering
+            ordering = self.store.stream.allocate()
+            try:
+                await self.store.persist_out_of_band_membership(
+                    ev.event_id, ev.room_id, ev.get_dict(), ordering, self.now_ms()
+                )
+            finally:
+                self.store.stream.finish(ordering)
+            # A room known from before (left) would otherwise keep a cached view without this membership.
+            self._rooms.pop(ev.room_id, None)
+            self._cache_event(ev)
+            self.notifier.notify_users("events", self.store.stream.current, {ev.state_key or ""})
+            return ordering
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(ev.room_id, None)
 
 
 def _hashes_ref(event: Optional[Event]) -> dict[str, str]:

@@ -37,10 +37,19 @@ class MembershipHandler:
         self.engine = engine
         self._profiles = profiles
         self._checks: list[MembershipCheck] = []
+        #: Invites of users of other servers, which their server must sign first
+        #: (mxtwisted.federation.remote_membership.RemoteMemberships), or None: sent as local events.
+        self.remote_invites: Any = None
 
     def add_check(self, check: MembershipCheck) -> None:
         """Called before each membership change is sent; may refuse it with a MatrixError."""
         self._checks.append(check)
+
+    async def check_remote_invite(self, sender: str, room_id: str, target: str) -> None:
+        """The checks of a local invite (spam checkers), for an invite of a local user that another server
+        asks us to sign (federation ``/invite``)."""
+        for check in self._checks:
+            await check(sender, room_id, target, INVITE, None)
 
     async def _profile_content(self, user_id: str) -> dict[str, Any]:
         profile = await self._profiles.get_profile(user_id)
@@ -92,6 +101,8 @@ class MembershipHandler:
             authoriser = await restricted_join_authoriser(self.engine, room, target)
             if authoriser is not None:
                 content[AUTHORISING_USER] = authoriser
+        if membership == INVITE and self.remote_invites is not None and not self.engine._is_local(target):
+            return await self.remote_invites.invite(sender, room_id, target, content, txn)
         event_id, _ = await self.engine.send_event(sender, room_id, "m.room.member", content, state_key=target, txn=txn)
         return event_id
 

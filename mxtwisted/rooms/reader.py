@@ -6,7 +6,8 @@ enforced in one place (:mod:`mxtwisted.rooms.visibility`).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import re
+from typing import Any, Awaitable, Callable, Optional
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -14,16 +15,24 @@ from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomEngine
 from mxtwisted.rooms.serialize import client_event
 from mxtwisted.rooms.visibility import WORLD_READABLE, filter_events_for_user
-from mxtwisted.storage.events import StoredEvent
+from mxtwisted.storage.events import MIN_STREAM_ORDERING, StoredEvent
+
+#: ``(room_id) -> whether older events were stored``: fetches history from other servers (federation backfill).
+Backfill = Callable[[str], Awaitable[bool]]
+#: Backfill requests one /messages page may make before answering with what it has (and an ``end`` token).
+MAX_BACKFILL_ROUNDS = 3
+_STREAM_HEAD = re.compile(r"s(-?[0-9]+)")
 
 
 def parse_stream_token(token: Optional[str]) -> Optional[int]:
-    """``s123`` (or a sync token ``s123_...``) → 123. Raises 400 for anything else."""
+    """``s123`` (or a sync token ``s123_...``) → 123; ``s-5`` (backfilled history) → -5. Raises 400 for
+    anything else."""
     if token is None:
         return None
     head = token.split("_", 1)[0]
-    if head.startswith("s") and head[1:].isdigit():
-        return int(head[1:])
+    match = _STREAM_HEAD.fullmatch(head)
+    if match:
+        return int(match.group(1))
     if head.startswith("t") and "-" in head:
         _, _, stream = head[1:].partition("-")
         if stream.isdigit():
@@ -40,6 +49,9 @@ class RoomReader:
         self.engine = engine
         self.store = engine.store
         self._clock = clock
+        #: Set when federation is on (mxtwisted.service): /messages going back past the earliest event stored
+        #: here asks other servers for older history.
+        self.backfill: Optional[Backfill] = None
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -159,17 +171,15 @@ class RoomReader:
         start = parse_stream_token(from_token)
         end = parse_stream_token(to_token)
         if start is None:
-            start = self.store.stream.current if backwards else 0
+            start = self.store.stream.current if backwards else MIN_STREAM_ORDERING
         chunk: list[StoredEvent] = []
         position = start
         exhausted = False
         batch_size = max(limit * 2, 20)
+        backfill_rounds = 0
         # Fetch in batches until `limit` visible events are found (filtered-out events do not count).
         while len(chunk) < limit:
             batch = await self.store.get_room_events(room_id, position, end, backwards, batch_size)
-            if not batch:
-                exhausted = True
-                break
             candidates = [e for e in batch if event_filter is None or event_filter(e)]
             visible = {e.event_id for e in await filter_events_for_user(self.store, user_id, candidates, joined)}
             for e in batch:
@@ -179,6 +189,13 @@ class RoomReader:
                     if len(chunk) >= limit:
                         break
             if len(chunk) < limit and len(batch) < batch_size:
+                # Everything stored here is read: older history may be on other servers (stored below it).
+                if backwards and end is None and self.backfill is not None:
+                    if backfill_rounds >= MAX_BACKFILL_ROUNDS:
+                        break
+                    backfill_rounds += 1
+                    if await self.backfill(room_id):
+                        continue
                 exhausted = True
                 break
         result: dict[str, Any] = {
@@ -186,5 +203,5 @@ class RoomReader:
             "start": from_token or stream_token(start),
         }
         if not exhausted:
-            result["end"] = stream_token(max(position, 0))
+            result["end"] = stream_token(position)
         return result

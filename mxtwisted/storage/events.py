@@ -32,6 +32,10 @@ StateMap = dict[StateKey, str]
 SNAPSHOT_INTERVAL = 64
 
 
+#: Below every stream ordering (backfilled events have negative ones, decreasing into the past).
+MIN_STREAM_ORDERING = -(2**62)
+
+
 def needs_snapshot(chain_length: int, state_size: int) -> bool:
     return chain_length >= max(SNAPSHOT_INTERVAL, state_size // 2)
 
@@ -95,6 +99,12 @@ class PersistContext:
     redaction_target: Optional[tuple[str, dict]] = None
     #: For a state event: the event it replaced in the room's state.
     replaces_state: Optional[str] = None
+    #: Keys that leave the room's current state (a state resolution may drop a key).
+    current_state_removed: list[StateKey] = field(default_factory=list)
+    #: More new state groups written with the event, before its own: (id, prev_group, delta, chain_length).
+    #: A resolved state (the state before an event with several prev_events, or the room's state after a
+    #: fork) that no event's group holds yet.
+    extra_groups: list[tuple[int, Optional[int], StateMap, int]] = field(default_factory=list)
 
 
 def _event_row(row: tuple) -> StoredEvent:
@@ -199,6 +209,24 @@ class EventStore:
                     "INSERT INTO event_auth (event_id, auth_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     [(event_id, a) for a in ctx.auth_event_ids],
                 )
+            groups = list(ctx.extra_groups)
+            if ctx.new_group_delta is not None and ctx.state_group is not None:
+                groups.append((ctx.state_group, ctx.new_group_prev, ctx.new_group_delta, ctx.new_group_chain_length))
+            for group, prev_group, delta, chain_length in groups:
+                await txn.execute(
+                    "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES (?, ?, ?, ?)",
+                    (group, room_id, prev_group, chain_length),
+                )
+                await txn.executemany(
+                    "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES (?, ?, ?, ?)",
+                    [(group, t, sk, eid) for (t, sk), eid in delta.items()],
+                )
+            if ctx.state_group is not None:
+                # Outliers may have one too: a rejected or soft-failed event, or one whose state was fetched
+                # from another server, is known with the state after it without being in the timeline.
+                await txn.execute(
+                    "INSERT INTO event_to_state_groups (event_id, state_group) VALUES (?, ?)", (event_id, ctx.state_group)
+                )
             if ctx.outlier:
                 return
             # Forward extremities: this event replaces the prev events it references.
@@ -210,18 +238,10 @@ class EventStore:
                 "INSERT INTO room_forward_extremities (room_id, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (room_id, event_id),
             )
-            if ctx.new_group_delta is not None and ctx.state_group is not None:
+            for etype, skey in ctx.current_state_removed:
                 await txn.execute(
-                    "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES (?, ?, ?, ?)",
-                    (ctx.state_group, room_id, ctx.new_group_prev, ctx.new_group_chain_length),
-                )
-                await txn.executemany(
-                    "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES (?, ?, ?, ?)",
-                    [(ctx.state_group, t, sk, eid) for (t, sk), eid in ctx.new_group_delta.items()],
-                )
-            if ctx.state_group is not None:
-                await txn.execute(
-                    "INSERT INTO event_to_state_groups (event_id, state_group) VALUES (?, ?)", (event_id, ctx.state_group)
+                    "DELETE FROM current_state_events WHERE room_id = ? AND type = ? AND state_key = ?",
+                    (room_id, etype, skey),
                 )
             if ctx.current_state_delta:
                 for (etype, skey), eid in ctx.current_state_delta.items():
@@ -269,10 +289,35 @@ class EventStore:
                 )
 
         await self.db.run_interaction("persist_event", txn_fn)
-        if ctx.new_group_delta is not None and ctx.state_group is not None and ctx.new_group_prev in self._group_cache:
-            full = dict(self._group_cache[ctx.new_group_prev])
-            full.update(ctx.new_group_delta)
-            self._cache_group(ctx.state_group, full)
+        written = list(ctx.extra_groups)
+        if ctx.new_group_delta is not None and ctx.state_group is not None:
+            written.append((ctx.state_group, ctx.new_group_prev, ctx.new_group_delta, ctx.new_group_chain_length))
+        for group, prev_group, delta, _ in written:
+            if prev_group is None:
+                self._cache_group(group, dict(delta))
+            elif prev_group in self._group_cache:
+                full = dict(self._group_cache[prev_group])
+                full.update(delta)
+                self._cache_group(group, full)
+
+    async def set_event_state(self, event_id: str, room_id: str, group: int, state: StateMap) -> None:
+        """Give a stored event without one (an outlier) the state after it: a new snapshot group."""
+
+        async def txn_fn(txn: Txn) -> None:
+            await txn.execute(
+                "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES (?, ?, NULL, 0)", (group, room_id)
+            )
+            await txn.executemany(
+                "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES (?, ?, ?, ?)",
+                [(group, t, sk, eid) for (t, sk), eid in state.items()],
+            )
+            await txn.execute(
+                "INSERT INTO event_to_state_groups (event_id, state_group) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (event_id, group),
+            )
+
+        await self.db.run_interaction("set_event_state", txn_fn)
+        self._cache_group(group, dict(state))
 
     # -- reading events -------------------------------------------------------------
     async def get_event(self, event_id: str) -> Optional[StoredEvent]:
@@ -298,11 +343,13 @@ class EventStore:
         self, room_id: str, from_stream: int, to_stream: Optional[int], backwards: bool, limit: int
     ) -> list[StoredEvent]:
         """Events of a room by stream order, for /messages: backwards from ``from_stream`` (exclusive) or
-        forwards after it, stopping at ``to_stream``. Rejected and outlier events are never returned."""
+        forwards after it, stopping at ``to_stream``. Rejected and outlier events are never returned.
+        Backfilled history has negative stream orderings (:mod:`mxtwisted.storage.backfill`): going backwards
+        without ``to_stream`` reads down to :data:`MIN_STREAM_ORDERING`."""
 
         async def txn_fn(txn: Txn) -> list:
             if backwards:
-                lower = to_stream if to_stream is not None else 0
+                lower = to_stream if to_stream is not None else MIN_STREAM_ORDERING
                 return await txn.select(
                     f"SELECT {_EVENT_COLUMNS} FROM events WHERE room_id = ? AND stream_ordering <= ?"
                     " AND stream_ordering > ? AND outlier = 0 AND rejected_reason IS NULL"
@@ -533,6 +580,50 @@ class EventStore:
         if group is None:
             return None
         return await self.get_state_ids_for_group(group)
+
+    # -- out-of-band membership -----------------------------------------------------------------
+    async def persist_out_of_band_membership(
+        self, event_id: str, room_id: str, event_json: dict, stream_ordering: int, received_ts: int
+    ) -> None:
+        """A local user's membership in a room this server is not in: an invite or knock handled over
+        federation, or the leave that rejects or rescinds one. Stored as an outlier (no state group, no
+        forward extremity, not in the timeline), but with the user's membership row and their entry in the
+        room's current members, so ``/sync`` lists the room under ``invite``/``knock``/``leave``. Membership
+        reads (``/sync``, joined rooms) then see it like any other; the room itself stays unknown unless a
+        join brings its state (that join's state then replaces this entry)."""
+        ev = event_json
+        state_key = ev["state_key"]
+        content = ev.get("content") or {}
+        membership = str(content.get("membership"))
+
+        async def txn_fn(txn: Txn) -> None:
+            await txn.execute(
+                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,"
+                " origin_server_ts, received_ts, json, rejected_reason, outlier, replaces_state)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1, NULL)",
+                (
+                    stream_ordering, event_id, room_id, ev["type"], state_key, ev["sender"], ev.get("depth", 0),
+                    ev.get("origin_server_ts", 0), received_ts, encode_event_json(ev),
+                ),
+            )
+            displayname, avatar_url = content.get("displayname"), content.get("avatar_url")
+            await txn.execute(
+                "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership, stream_ordering,"
+                " displayname, avatar_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event_id, room_id, state_key, ev["sender"], membership, stream_ordering,
+                    displayname if isinstance(displayname, str) else None,
+                    avatar_url if isinstance(avatar_url, str) else None,
+                ),
+            )
+            await txn.execute(
+                "INSERT INTO current_state_events (room_id, type, state_key, event_id, membership)"
+                " VALUES (?, 'm.room.member', ?, ?, ?) ON CONFLICT (room_id, type, state_key) DO UPDATE"
+                " SET event_id = excluded.event_id, membership = excluded.membership",
+                (room_id, state_key, event_id, membership),
+            )
+
+        await self.db.run_interaction("persist_out_of_band_membership", txn_fn)
 
     # -- membership ---------------------------------------------------------------------------
     async def get_rooms_for_user(self, user_id: str, memberships: tuple[str, ...] = ("join",)) -> dict[str, str]:

@@ -80,7 +80,9 @@ class RemoteJoinTests(unittest.TestCase):
         }
         self.assertEqual(sync_members, {self.alice["user_id"], bob_id})
         messages = await self.call(self.b, self.bob, "GET", f"/rooms/{room_id}/messages?dir=b")
-        self.assertEqual([e["type"] for e in messages["chunk"]], ["m.room.member"])
+        # The join, then the history before it, backfilled from A (tests/federation/test_backfill.py).
+        self.assertEqual(messages["chunk"][0]["state_key"], bob_id)
+        self.assertEqual(messages["chunk"][-1]["type"], "m.room.create")
         # The resident server has the join too.
         members_a = await self.call(self.a, self.alice, "GET", f"/rooms/{room_id}/joined_members")
         self.assertIn(bob_id, members_a["joined"])

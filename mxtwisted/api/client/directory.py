@@ -4,7 +4,10 @@
 ``GET``/``PUT /directory/list/room/{roomId}``, ``GET``/``POST /publicRooms``.
 Thin: parse and validate, call :class:`mxtwisted.rooms.directory.RoomDirectory`.
 Resolving an alias, reading a room's directory visibility and listing the
-directory need no access token, as in the spec.
+directory need no access token, as in the spec. Listing another server's
+directory (``server=``) goes over federation
+(:meth:`mxtwisted.federation.queries.FederationQueries.public_rooms`) and, as
+Synapse, needs an access token: this server is no open proxy.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from mxtwisted.api.client import CLIENT_PREFIXES as PREFIXES
+from mxtwisted.events.validation import is_valid_server_name
 from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object, query_arg
@@ -25,9 +29,11 @@ def _check_room_id(room_id: str) -> None:
 
 
 class DirectoryResource:
-    def __init__(self, auth: Authenticator, directory: RoomDirectory) -> None:
+    def __init__(self, auth: Authenticator, directory: RoomDirectory, remote: Any = None) -> None:
+        """``remote``: the FederationQueries for other servers' directories (None: they are 404)."""
         self.auth = auth
         self.directory = directory
+        self.remote = remote
 
     def register(self, router: Router) -> None:
         for p in PREFIXES:
@@ -77,8 +83,9 @@ class DirectoryResource:
 
     async def get_public_rooms(self, request: Any) -> dict[str, Any]:
         # The spec lists no authentication for GET; a token, if given, must still be valid.
-        await self.auth.get_optional_requester(request)
-        self._check_server(query_arg(request, "server"))
+        requester = await self.auth.get_optional_requester(request)
+        server = query_arg(request, "server")
+        remote = self._check_server(server)
         limit_text = query_arg(request, "limit")
         limit: Optional[int] = None
         if limit_text is not None:
@@ -88,11 +95,17 @@ class DirectoryResource:
                 raise MatrixError(400, Codes.INVALID_PARAM, "'limit' must be an integer") from None
             if limit < 0:
                 raise MatrixError(400, Codes.INVALID_PARAM, "'limit' must not be negative")
+        if remote:
+            assert server is not None
+            if requester is None:
+                raise MatrixError(401, Codes.MISSING_TOKEN, "Listing another server's directory needs an access token")
+            return await self.remote.public_rooms(server, limit, query_arg(request, "since"))
         return await self.directory.public_rooms(limit, query_arg(request, "since"))
 
     async def post_public_rooms(self, request: Any) -> dict[str, Any]:
         await self.auth.get_requester(request, allow_guest=True)
-        self._check_server(query_arg(request, "server"))
+        server = query_arg(request, "server")
+        remote = self._check_server(server)
         body = parse_json_object(request, allow_empty=True)
         limit = body.get("limit")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
@@ -113,11 +126,24 @@ class DirectoryResource:
             not isinstance(room_types, list) or not all(t is None or isinstance(t, str) for t in room_types)
         ):
             raise MatrixError(400, Codes.BAD_JSON, "'filter.room_types' must be a list of strings or nulls")
+        if remote:
+            assert server is not None
+            tpid = body.get("third_party_instance_id")
+            return await self.remote.public_rooms(
+                server, limit, since, search_filter or None, bool(body.get("include_all_networks")),
+                tpid if isinstance(tpid, str) else None,
+            )
         if body.get("third_party_instance_id") is not None and not body.get("include_all_networks"):
             # No application-service networks exist here: a named network has no rooms.
             return {"chunk": [], "total_room_count_estimate": 0}
         return await self.directory.public_rooms(limit, since, term, room_types)
 
-    def _check_server(self, server: Optional[str]) -> None:
-        if server is not None and server != self.directory.server_name:
-            raise MatrixError(404, Codes.NOT_FOUND, "Listing other servers' room directories is not supported yet")
+    def _check_server(self, server: Optional[str]) -> bool:
+        """Whether ``server`` names another server (400 for an invalid name, 404 without federation)."""
+        if server is None or server == self.directory.server_name:
+            return False
+        if not is_valid_server_name(server):
+            raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid server name: {server}")
+        if self.remote is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Listing other servers' room directories is not available")
+        return True

@@ -1,7 +1,8 @@
 """Kicking, banning, unbanning, forgetting and knocking (Client-Server API "Room membership").
 
 ``POST /rooms/{roomId}/kick``, ``/ban``, ``/unban`` (``user_id``, ``reason``),
-``POST /rooms/{roomId}/forget`` and ``POST /knock/{roomIdOrAlias}``. Each
+``POST /rooms/{roomId}/forget`` and ``POST /knock/{roomIdOrAlias}`` (a room
+no user of ours is in: over federation, ``make_knock``/``send_knock``). Each
 change is one ``m.room.member`` event through the membership handler, so the
 room version's auth rules decide the power needed (``403 M_FORBIDDEN``
 otherwise). The transitions the auth rules would allow but that make no sense
@@ -49,11 +50,18 @@ def _reason(body: dict[str, Any]) -> Optional[str]:
 
 
 class RoomModerationResource:
-    def __init__(self, auth: Authenticator, membership: MembershipHandler, reader: RoomReader) -> None:
+    def __init__(
+        self, auth: Authenticator, membership: MembershipHandler, reader: RoomReader, remote_membership: Any = None,
+        remote_join: Any = None,
+    ) -> None:
+        """``remote_membership``: knocks on rooms of other servers (RemoteMemberships); ``remote_join``: resolves
+        their aliases (RemoteJoiner). Without them only rooms this server is in can be knocked on."""
         self.auth = auth
         self.membership = membership
         self.reader = reader
         self.store = reader.store
+        self.remote_membership = remote_membership
+        self.remote_join = remote_join
 
     def register(self, router: Router) -> None:
         for p in PREFIXES:
@@ -100,19 +108,36 @@ class RoomModerationResource:
         return {}
 
     async def knock(self, request: Any, roomIdOrAlias: str) -> dict[str, Any]:
-        """Knocks on rooms this server holds; ``via`` is not needed for those (and remote rooms are 404 for now)."""
+        """A room a user of ours is in gets the knock directly; any other goes through ``make_knock`` /
+        ``send_knock`` via the servers of ``via`` (``server_name`` before v1.12), the alias's, the room ID's."""
         requester = await self.auth.get_requester(request)
         reason = _reason(parse_json_object(request, allow_empty=True))
-        room_id = await self._resolve(roomIdOrAlias)
+        room_id, servers = await self._resolve(roomIdOrAlias)
+        if self.remote_membership is not None and not await self.remote_membership.is_resident(room_id):
+            servers = _query_list(request, "via") + _query_list(request, "server_name") + servers
+            await self.remote_membership.knock(requester.user_id, room_id, servers, reason)
+            return {"room_id": room_id}
         await self.membership.update(requester.user_id, room_id, requester.user_id, KNOCK, reason)
         return {"room_id": room_id}
 
-    async def _resolve(self, room_id_or_alias: str) -> str:
+    async def _resolve(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """(room ID, servers the alias's server named); a remote alias is asked of its server."""
         if room_id_or_alias.startswith("!"):
-            return room_id_or_alias
+            return room_id_or_alias, []
         if room_id_or_alias.startswith("#") and is_valid_room_alias(room_id_or_alias):
+            server = room_id_or_alias.split(":", 1)[1]
+            if self.remote_join is not None and server != self.membership.engine.server_name:
+                return await self.remote_join.resolve_alias(room_id_or_alias)
             found = await self.store.get_alias(room_id_or_alias)
             if found is None:
                 raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {room_id_or_alias} not found")
-            return found[0]
+            return found[0], []
         raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid room ID or alias {room_id_or_alias!r}")
+
+
+def _query_list(request: Any, name: str) -> list[str]:
+    """Every value of a repeated query parameter, decoded as UTF-8."""
+    try:
+        return [v.decode("utf-8") for v in request.args.get(name.encode("ascii"), [])]
+    except UnicodeDecodeError:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"Query parameter {name!r} must be UTF-8") from None

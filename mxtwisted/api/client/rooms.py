@@ -3,7 +3,11 @@
 Spec: Client-Server API, "Rooms" (``/createRoom``, ``/rooms/{roomId}/send``,
 ``/state``, ``/event``, ``/messages``, ``/members``, ``/joined_members``,
 ``/join``, ``/leave``, ``/invite``, ``/joined_rooms``). Thin: parse, call the
-room engine / reader / membership handler, serialise.
+room engine / reader / membership handler, serialise. Rooms of other servers:
+``/join`` of an unknown room goes through the remote joiner (via the given
+servers, the inviter's, the room ID's); ``/leave`` of a room no user of ours
+is in rejects the invite or rescinds the knock over federation; inviting a user
+of another server goes through their server (:mod:`mxtwisted.federation.remote_membership`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class RoomsResource:
         reader: RoomReader,
         message_ratelimiter: Optional[Ratelimiter] = None,
         remote_join: Any = None,
+        remote_membership: Any = None,
     ) -> None:
         self.auth = auth
         self.creator = creator
@@ -49,6 +54,9 @@ class RoomsResource:
         self._ratelimiter = message_ratelimiter
         #: Joins rooms of other servers (mxtwisted.federation.remote_join.RemoteJoiner), or None.
         self.remote_join = remote_join
+        #: Rejects invites / rescinds knocks in rooms of other servers, and names the servers an invite
+        #: came from (mxtwisted.federation.remote_membership.RemoteMemberships), or None.
+        self.remote_membership = remote_membership
 
     def register(self, router: Router) -> None:
         for p in PREFIXES:
@@ -233,6 +241,9 @@ class RoomsResource:
             # A room this server does not know: join it through the given servers, then the room ID's server.
             if reason is not None and not isinstance(reason, str):
                 raise MatrixError(400, Codes.BAD_JSON, "'reason' must be a string")
+            if self.remote_membership is not None:
+                # Invited (or knocked): the inviter's server knows the room (spec "Joining Rooms").
+                servers = servers + await self.remote_membership.servers_for_user(requester.user_id, roomId)
             if ":" in roomId:
                 servers = servers + [roomId.split(":", 1)[1]]
             await self.remote_join.join(requester.user_id, roomId, servers, reason)
@@ -244,7 +255,14 @@ class RoomsResource:
         requester = await self.auth.get_requester(request, allow_guest=True)
         _check_room_id(roomId)
         body = parse_json_object(request, allow_empty=True)
-        await self.membership.update(requester.user_id, roomId, requester.user_id, LEAVE, body.get("reason"))
+        reason = body.get("reason")
+        if self.remote_membership is not None and not await self.remote_membership.is_resident(roomId):
+            # No user of ours is in the room: an invite or knock is rejected through a server that is.
+            if reason is not None and not isinstance(reason, str):
+                raise MatrixError(400, Codes.BAD_JSON, "'reason' must be a string")
+            if await self.remote_membership.leave(requester.user_id, roomId, reason) is not None:
+                return {}
+        await self.membership.update(requester.user_id, roomId, requester.user_id, LEAVE, reason)
         return {}
 
     async def invite(self, request: Any, roomId: str) -> dict[str, Any]:

@@ -2,13 +2,17 @@
 
 Spec: Server-Server API, "Retrieving events" (``/event``, ``/state``,
 ``/state_ids``, ``/event_auth``, ``/backfill``, ``/get_missing_events``),
-"Joining Rooms" (``make_join``, v2 ``send_join``) and "Leaving Rooms"
-(``make_leave``, v2 ``send_leave``). Every handler receives the requesting
+"Joining Rooms" (``make_join``, v2 ``send_join``), "Leaving Rooms"
+(``make_leave``, v2 ``send_leave``), "Knocking upon a room" (``make_knock``,
+``send_knock``) and "Inviting to a room" (v2 ``invite``; the deprecated v1
+endpoint is not served). Every handler receives the requesting
 server's name (``origin``) from the request authentication. As Synapse,
 events and state of a room are only given to a server that has a joined user
 in the room now (403 M_FORBIDDEN otherwise), and events it could not have
 seen under the room's history visibility are given redacted
-(:mod:`mxtwisted.federation.server_visibility`).
+(:mod:`mxtwisted.federation.server_visibility`). A server the room's
+``m.room.server_acl`` denies gets 403 M_FORBIDDEN from every endpoint here
+(spec: "Server Access Control Lists").
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, Optional
 
+from mxtwisted.federation.invites import FederationInvites, room_state_pdus
 from mxtwisted.federation.joins import FederationJoins, auth_chain, state_before
+from mxtwisted.federation.room_acl import check_origin_allowed
 from mxtwisted.federation.server_visibility import filter_events_for_server, pdu_json, server_of
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object, query_arg
@@ -70,10 +76,11 @@ def _int_param(value: Any, name: str, default: Optional[int] = None) -> int:
 
 
 class FederationRoomsResource:
-    def __init__(self, engine: RoomEngine, joins: FederationJoins) -> None:
+    def __init__(self, engine: RoomEngine, joins: FederationJoins, invites: Optional[FederationInvites] = None) -> None:
         self.engine = engine
         self.store = engine.store
         self.joins = joins
+        self.invites = invites
         self.server_name = engine.server_name
 
     def register(self, router: Router, authenticator: Any) -> None:
@@ -88,6 +95,9 @@ class FederationRoomsResource:
             ("PUT", V2 + "/send_join/{roomId}/{eventId}", self.send_join),
             ("GET", V1 + "/make_leave/{roomId}/{userId}", self.make_leave),
             ("PUT", V2 + "/send_leave/{roomId}/{eventId}", self.send_leave),
+            ("GET", V1 + "/make_knock/{roomId}/{userId}", self.make_knock),
+            ("PUT", V1 + "/send_knock/{roomId}/{eventId}", self.send_knock),
+            ("PUT", V2 + "/invite/{roomId}/{eventId}", self.invite),
         ]
         for method, path, handler in routes:
             router.add(method, path, federation_route(authenticator, handler))
@@ -102,7 +112,14 @@ class FederationRoomsResource:
         members = await self.store.get_members(room_id, ("join",))
         if not any(server_of(user) == origin for user in members):
             raise MatrixError(403, Codes.FORBIDDEN, "Your server has no user in this room")
+        # After the membership check, as Synapse: a server that is not in the room does not learn the ACL.
+        await check_origin_allowed(self.engine, room, origin)
         return room
+
+    async def _check_acl(self, origin: str, room_id: str) -> None:
+        """403 M_FORBIDDEN when the room's server ACL denies ``origin`` (joins and leaves; 404 for an
+        unknown room)."""
+        await check_origin_allowed(self.engine, await self.engine.get_room_cache(room_id), origin)
 
     async def _event_in_room(self, room_id: str, event_id: Optional[str]) -> StoredEvent:
         if event_id is None:
@@ -209,21 +226,45 @@ class FederationRoomsResource:
     # -- joining and leaving -------------------------------------------------------------------
     async def make_join(self, request: Any, origin: str, roomId: str, userId: str) -> dict[str, Any]:
         versions = _query_list(request, "ver") or ["1"]
+        await self._check_acl(origin, roomId)
         return await self.joins.make_membership(origin, roomId, userId, "join", versions)
 
     async def send_join(self, request: Any, origin: str, roomId: str, eventId: str) -> dict[str, Any]:
         omit_members = (query_arg(request, "omit_members") or "").lower() == "true"
         body = parse_json_object(request)
+        await self._check_acl(origin, roomId)
         join, countersigned = await self.joins.send_membership(origin, roomId, eventId, body, "join")
         return await self.joins.join_response(join, countersigned, omit_members)
 
     async def make_leave(self, request: Any, origin: str, roomId: str, userId: str) -> dict[str, Any]:
+        await self._check_acl(origin, roomId)
         return await self.joins.make_membership(origin, roomId, userId, "leave", None)
 
     async def send_leave(self, request: Any, origin: str, roomId: str, eventId: str) -> dict[str, Any]:
         body = parse_json_object(request)
+        await self._check_acl(origin, roomId)
         await self.joins.send_membership(origin, roomId, eventId, body, "leave")
         return {}
+
+    # -- knocking and inviting ------------------------------------------------------------------
+    async def make_knock(self, request: Any, origin: str, roomId: str, userId: str) -> dict[str, Any]:
+        versions = _query_list(request, "ver")
+        if not versions:
+            raise MatrixError(400, Codes.MISSING_PARAM, "Missing parameter 'ver'")
+        await self._check_acl(origin, roomId)
+        return await self.joins.make_membership(origin, roomId, userId, "knock", versions)
+
+    async def send_knock(self, request: Any, origin: str, roomId: str, eventId: str) -> dict[str, Any]:
+        body = parse_json_object(request)
+        await self._check_acl(origin, roomId)
+        await self.joins.send_membership(origin, roomId, eventId, body, "knock")
+        room = await self.engine.get_room_cache(roomId)
+        return {"knock_room_state": await room_state_pdus(self.engine, room)}
+
+    async def invite(self, request: Any, origin: str, roomId: str, eventId: str) -> dict[str, Any]:
+        if self.invites is None:
+            raise MatrixError(404, Codes.UNRECOGNIZED, "Invites over federation are not served")
+        return await self.invites.on_invite(origin, roomId, eventId, parse_json_object(request))
 
 
 def _prev_ids(stored: StoredEvent) -> list[str]:
@@ -237,8 +278,21 @@ def register_served_federation(router: Router, components: Any, signing_key: Any
     from mxtwisted.api.federation.query import FederationQueryResource
 
     federation = components.federation
-    joins = FederationJoins(components.rooms, signing_key, getattr(federation, "keyring", None))
-    FederationRoomsResource(components.rooms, joins).register(router, federation.authenticator)
+    keyring = getattr(federation, "keyring", None)
+    joins = FederationJoins(components.rooms, signing_key, keyring)
+    invites = FederationInvites(components.rooms, signing_key, keyring, getattr(components, "membership", None))
+    FederationRoomsResource(components.rooms, joins, invites).register(router, federation.authenticator)
     FederationQueryResource(components.rooms.server_name, components.rooms.store, components.profile).register(
         router, federation.authenticator
     )
+    # Published room directory, space hierarchies, OpenID userinfo (the last without X-Matrix authentication).
+    from mxtwisted.api.federation.directory import FederationDirectoryResource
+    from mxtwisted.api.federation.hierarchy import FederationHierarchyResource
+    from mxtwisted.api.federation.openid import OpenIdUserInfoResource
+    from mxtwisted.rooms.directory import RoomDirectory
+
+    FederationDirectoryResource(RoomDirectory(components.rooms, components.policies)).register(
+        router, federation.authenticator
+    )
+    FederationHierarchyResource(components.hierarchy).register(router, federation.authenticator)
+    OpenIdUserInfoResource(components.openid).register(router)

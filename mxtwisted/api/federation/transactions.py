@@ -36,4 +36,6 @@ def register_transactions(router: Router, components: Any) -> None:
         components.federation_receiver = TransactionReceiver(
             components.rooms, getattr(federation, "keyring", None), getattr(federation, "client", None)
         )
+        # Typing, receipts and presence of other servers (mxtwisted.federation.edus).
+        components.federation_receiver.edu_handler = getattr(components, "federation_edus", None)
     FederationTransactionsResource(components.federation_receiver).register(router, federation.authenticator)

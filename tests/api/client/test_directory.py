@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
+from mxtwisted.federation.client import FederationError, RequestSendFailed
 from tests.api.client.test_room_moderation import RoomsTestCase
 
 
@@ -52,8 +54,38 @@ class AliasTests(RoomsTestCase):
         await self.refused(401, "M_MISSING_TOKEN", "PUT", f"/directory/room/{q('#a:test.local')}", {"room_id": room_id},
                            token=None)
 
-    async def test_remote_alias_is_not_found_for_now(self):
-        await self.refused(404, "M_NOT_FOUND", "GET", f"/directory/room/{q('#a:elsewhere.example')}")
+    def stub_federation(self, answers: dict[str, Any]) -> list:
+        """The outgoing federation client answers from ``answers`` (by destination): a value, or an exception
+        to raise. Returns the list of (destination, path, args) asked."""
+        asked: list = []
+
+        async def get_json(destination: str, path: str, args: Any = None) -> Any:
+            asked.append((destination, path, args))
+            answer = answers[destination]
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        self.patch(self.hs.components.federation.client, "get_json", get_json)
+        return asked
+
+    async def test_remote_alias_asks_its_server(self):
+        asked = self.stub_federation({
+            "elsewhere.example": {"room_id": "!r:elsewhere.example", "servers": ["elsewhere.example", "x.example"]},
+            "gone.example": FederationError(404, "M_NOT_FOUND", {"errcode": "M_NOT_FOUND", "error": "nope"}),
+            "down.example": RequestSendFailed("down.example", ConnectionRefusedError()),
+        })
+        resp = await self.ok("GET", f"/directory/room/{q('#a:elsewhere.example')}", token=None)
+        self.assertEqual(resp, {"room_id": "!r:elsewhere.example", "servers": ["elsewhere.example", "x.example"]})
+        self.assertEqual(asked, [("elsewhere.example", "/_matrix/federation/v1/query/directory",
+                                  {"room_alias": "#a:elsewhere.example"})])
+        await self.refused(404, "M_NOT_FOUND", "GET", f"/directory/room/{q('#a:gone.example')}")
+        await self.refused(502, "M_UNKNOWN", "GET", f"/directory/room/{q('#a:down.example')}", spec=False)
+        # Other servers' aliases are theirs to create and delete.
+        room_id = await self.create({"preset": "public_chat"})
+        await self.refused(400, "M_INVALID_PARAM", "PUT", f"/directory/room/{q('#a:elsewhere.example')}",
+                           {"room_id": room_id})
+        await self.refused(404, "M_NOT_FOUND", "DELETE", f"/directory/room/{q('#a:elsewhere.example')}")
 
     async def test_delete_permissions(self):
         room_id = await self.create({"preset": "public_chat"})
@@ -201,6 +233,6 @@ class PublishedDirectoryTests(RoomsTestCase):
         await self.refused(400, "M_BAD_JSON", "POST", "/publicRooms", {"filter": {"room_types": "m.space"}})
         await self.refused(400, "M_BAD_JSON", "POST", "/publicRooms", raw=b"[]")
         await self.refused(401, "M_MISSING_TOKEN", "POST", "/publicRooms", {}, token=None)
-        await self.refused(404, "M_NOT_FOUND", "GET", "/publicRooms?server=elsewhere.example")
+        await self.refused(400, "M_INVALID_PARAM", "GET", "/publicRooms?server=not%20a%20server")
         resp = await self.ok("GET", "/publicRooms?server=test.local")
         self.assertEqual(resp["chunk"], [])

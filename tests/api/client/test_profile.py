@@ -115,9 +115,25 @@ class ProfileTests(SpecMixin, TestCase):
         await self.assertError(404, "M_NOT_FOUND", "GET", "/profile/@nobody:test.local")
         await self.assertError(404, "M_NOT_FOUND", "GET", "/profile/@nobody:test.local/displayname")
 
-    async def test_remote_user_is_404_without_federation(self) -> None:
+    async def test_remote_user_is_asked_of_their_server(self) -> None:
+        from mxtwisted.federation.client import FederationError, RequestSendFailed
+
+        answers = {
+            "elsewhere.example": FederationError(404, "M_NOT_FOUND", {"errcode": "M_NOT_FOUND", "error": "Nobody"}),
+            "down.example": RequestSendFailed("down.example", ConnectionRefusedError()),
+            "odd.example": FederationError(401, "M_UNAUTHORIZED", {"errcode": "M_UNAUTHORIZED", "error": "?"}),
+        }
+
+        async def get_json(destination: str, path: str, args: Any = None) -> Any:
+            self.assertEqual(path, "/_matrix/federation/v1/query/profile")
+            raise answers[destination]
+
+        self.patch(self.hs.components.federation.client, "get_json", get_json)
         await self.assertError(404, "M_NOT_FOUND", "GET", "/profile/@someone:elsewhere.example")
         await self.assertError(404, "M_NOT_FOUND", "GET", "/profile/@someone:elsewhere.example/displayname")
+        # Unreachable, or a refusal of our request (not the client's): 502.
+        await self.assertError(502, "M_UNKNOWN", "GET", "/profile/@someone:down.example")
+        await self.assertError(502, "M_UNKNOWN", "GET", "/profile/@someone:odd.example/displayname")
 
     async def test_remote_profile_query_hook(self) -> None:
         asked = []

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from twisted.trial.unittest import TestCase
 
+from mxtwisted.http.errors import MatrixError
 from tests.support.homeserver import RunningHomeserver, start_homeserver
 from tests.support.spec import spec_problems as _spec_problems
 
@@ -228,7 +229,16 @@ class KnockTests(RoomsTestCase):
         resp = await self.ok("POST", "/knock/%23door:test.local?via=test.local", {}, self.bob)
         self.assertEqual(resp, {"room_id": room_id})
         await self.refused(404, "M_NOT_FOUND", "POST", "/knock/%23nowhere:test.local", {}, self.bob)
+        # A remote alias is asked of its server (here one that does not know it; no network in this test).
+        asked: list[str] = []
+
+        async def unknown_alias(alias: str) -> Any:
+            asked.append(alias)
+            raise MatrixError(404, "M_NOT_FOUND", "Room alias not found")
+
+        self.patch(self.hs.components.remote_join, "resolve_alias", unknown_alias)
         await self.refused(404, "M_NOT_FOUND", "POST", "/knock/%23door:elsewhere.example", {}, self.bob)
+        self.assertEqual(asked, ["#door:elsewhere.example"])
         await self.refused(404, "M_NOT_FOUND", "POST", "/knock/!nope:test.local", {}, self.bob)
         await self.refused(400, "M_INVALID_PARAM", "POST", "/knock/door", {}, self.bob)
 
