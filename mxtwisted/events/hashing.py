@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional
 from unpaddedbase64 import decode_base64, encode_base64
 
 from mxtwisted.events.canonical_json import encode_canonical_json
-from mxtwisted.events.redaction import redact_event
+from mxtwisted.events.redaction import redacted_view
 from mxtwisted.events.room_versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion
 
 __all__ = [
@@ -100,7 +100,7 @@ def compute_reference_hash(event_dict: Mapping[str, Any], room_version: RoomVers
     already drops every key outside the keep-list, including ``unsigned`` and
     any stray top-level ``age_ts``.)
     """
-    redacted = redact_event(event_dict, room_version)
+    redacted = redacted_view(event_dict, room_version)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
     return hashlib.sha256(encode_canonical_json(redacted)).digest()

@@ -59,6 +59,7 @@ from mxtwisted.federation.client import FederationError, RequestSendFailed
 from mxtwisted.federation.remote_join import InvalidResponse
 from mxtwisted.federation.server_visibility import server_of
 from mxtwisted.rooms.engine import RoomCache, RoomEngine
+from mxtwisted.rooms.room_state import GroupedState
 from mxtwisted.storage.backfill import BackfilledEvent, backward_extremities, redactions_of
 from mxtwisted.storage.events import StateMap, needs_snapshot
 
@@ -81,15 +82,6 @@ PduChecker = Callable[[Any, RoomVersion, str], Awaitable[Event]]
 
 
 @dataclass
-class _State:
-    """A state map and the state group that holds exactly it (None: not stored as a group yet)."""
-
-    state: StateMap
-    group: Optional[int]
-    chain_length: int = 0
-
-
-@dataclass
 class _Batch:
     """What one backfill answer is being turned into."""
 
@@ -98,7 +90,7 @@ class _Batch:
     #: Every event looked at so far: the batch, fetched state, and those loaded from the store.
     events: dict[str, Event] = field(default_factory=dict)
     #: The state after each event of the batch, once worked out.
-    after: dict[str, _State] = field(default_factory=dict)
+    after: dict[str, GroupedState] = field(default_factory=dict)
     #: Events of the batch, oldest first, and fetched state events (stored as outliers, first).
     timeline: list[BackfilledEvent] = field(default_factory=list)
     outliers: list[BackfilledEvent] = field(default_factory=list)
@@ -247,7 +239,7 @@ class Backfiller:
         return len(added)
 
     async def _timeline_entry(
-        self, batch: _Batch, ev: Event, before: _State, rejected: Optional[str], redactions: list[str]
+        self, batch: _Batch, ev: Event, before: GroupedState, rejected: Optional[str], redactions: list[str]
     ) -> BackfilledEvent:
         """The event to store, with the state after it (a new group when it changes the state)."""
         item = BackfilledEvent(
@@ -264,13 +256,13 @@ class Backfiller:
             state = dict(before.state)
             state[key] = ev.event_id
             if before.group is None or needs_snapshot(before.chain_length, len(before.state)):
-                after = _State(state, self.store.allocate_state_group(), 0)
+                after = GroupedState(state, self.store.allocate_state_group(), 0)
                 item.new_group = (None, dict(state), 0)
             else:
-                after = _State(state, self.store.allocate_state_group(), before.chain_length + 1)
+                after = GroupedState(state, self.store.allocate_state_group(), before.chain_length + 1)
                 item.new_group = (before.group, {key: ev.event_id}, after.chain_length)
         elif before.group is None:
-            after = _State(before.state, self.store.allocate_state_group(), 0)
+            after = GroupedState(before.state, self.store.allocate_state_group(), 0)
             item.new_group = (None, dict(before.state), 0)
         item.state_group = after.group
         batch.after[ev.event_id] = after
@@ -279,12 +271,12 @@ class Backfiller:
         return item
 
     # -- state ---------------------------------------------------------------------------------------------
-    async def _state_before(self, batch: _Batch, ev: Event) -> _State:
+    async def _state_before(self, batch: _Batch, ev: Event) -> GroupedState:
         """The state before ``ev``: from its prev_events when their states are known here, else asked of the
         batch's server. Raises InvalidResponse when it cannot be had."""
         prevs = ev.prev_event_ids
         if not prevs:
-            return _State({}, None)
+            return GroupedState({}, None)
         states = [batch.after[p] for p in prevs if p in batch.after]
         stored = [p for p in prevs if p not in batch.after]
         groups = await self.store.get_state_groups_of_events(stored)
@@ -293,18 +285,18 @@ class Backfiller:
         maps = await self.store.get_state_ids_for_groups(set(groups.values()))
         for group in dict.fromkeys(groups[p] for p in stored):
             info = await self.store.get_state_group_info(group)
-            states.append(_State(maps[group], group, info[1] if info else 0))
+            states.append(GroupedState(maps[group], group, info[1] if info else 0))
         distinct = {id(s) if s.group is None else s.group: s for s in states}
         maps_list = [s.state for s in distinct.values()]
         if all(m == maps_list[0] for m in maps_list):
             return next(iter(distinct.values()))
         try:
             event_map = await self._with_auth_chains(batch, {eid for m in maps_list for eid in m.values()})
-            return _State(resolve_state_groups(batch.room.version, maps_list, event_map), None)
+            return GroupedState(resolve_state_groups(batch.room.version, maps_list, event_map), None)
         except StateResolutionError:
             return await self._remote_state_before(batch, ev)
 
-    async def _remote_state_before(self, batch: _Batch, ev: Event) -> _State:
+    async def _remote_state_before(self, batch: _Batch, ev: Event) -> GroupedState:
         """``/state_ids`` at ``ev`` from the batch's server (the state before it), with ``/state`` for the
         events we lack: checked, auth-checked in auth order, kept to be stored as outliers."""
         room_id = batch.room.room_id
@@ -329,7 +321,7 @@ class Backfiller:
                 raise InvalidResponse(f"state event {eid} could not be had")
             if state_ev.state_key is not None and state_ev.rejected_reason is None:
                 state[(state_ev.type, state_ev.state_key)] = eid
-        return _State(state, None)
+        return GroupedState(state, None)
 
     async def _fetch_state(self, batch: _Batch, ev: Event, missing: set[str]) -> None:
         room = batch.room

@@ -38,10 +38,10 @@ from twisted.logger import Logger
 
 from mxtwisted.events.event import Event
 from mxtwisted.events.hashing import ContentHashError, check_content_hash
-from mxtwisted.events.redaction import redact_event
 from mxtwisted.events.room_versions import RoomVersion, UnsupportedRoomVersion, get_room_version
 from mxtwisted.events.signing import SignatureVerifyError, cosign_event, required_signers
 from mxtwisted.events.validation import EventValidationError, is_valid_user_id, validate_event
+from mxtwisted.federation.pdu_checks import verify_server_signature
 from mxtwisted.federation.server_visibility import server_of
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomCache, RoomEngine
@@ -128,21 +128,6 @@ async def _checked_state_pdu(entry: dict[str, Any], version: RoomVersion, room_i
     for server in sorted(required_signers(entry, version)):
         await verify_server_signature(keyring, entry, server, version)
     return ev
-
-
-async def verify_server_signature(keyring: Any, event_dict: dict[str, Any], server: str, version: RoomVersion) -> None:
-    """Spec "Validating hashes and signatures on received events": ``server``'s signature on the redacted
-    event, with a key of that server valid at the event's time. Raises SignatureVerifyError."""
-    if keyring is None:
-        raise SignatureVerifyError("this server cannot verify signatures of other servers")
-    redacted = redact_event(event_dict, version)
-    signatures = redacted.get("signatures")
-    theirs = signatures.get(server) if isinstance(signatures, dict) else None
-    if not isinstance(theirs, dict) or not theirs:
-        raise SignatureVerifyError(f"not signed by {server}")
-    ts = event_dict.get("origin_server_ts")
-    minimum = ts if version.enforce_key_validity and isinstance(ts, int) else 0
-    await keyring.verify_json_for_server(server, dict(redacted, signatures={server: theirs}), minimum_valid_until_ts=minimum)
 
 
 async def is_resident(engine: RoomEngine, room_id: str) -> bool:
@@ -243,5 +228,4 @@ __all__ = [
     "checked_room_state",
     "is_resident",
     "room_state_pdus",
-    "verify_server_signature",
 ]

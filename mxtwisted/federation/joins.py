@@ -16,12 +16,11 @@ countersigned event.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from mxtwisted.events.auth import AUTHORISING_USER, AuthError, check_auth_rules
 from mxtwisted.events.event import Event
 from mxtwisted.events.hashing import ContentHashError, check_content_hash
-from mxtwisted.events.redaction import redact_event
 from mxtwisted.events.room_versions import RoomVersion
 from mxtwisted.events.signing import (
     SignatureVerifyError,
@@ -29,44 +28,18 @@ from mxtwisted.events.signing import (
     required_signers,
 )
 from mxtwisted.events.validation import is_valid_user_id
+from mxtwisted.federation.pdu_checks import verify_server_signature
 from mxtwisted.federation.server_visibility import pdu_json, server_of
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomEngine
 from mxtwisted.rooms.restricted import restricted_join_authoriser
+from mxtwisted.rooms.room_state import load_auth_chain
 from mxtwisted.storage.events import EventStore, StateMap, StoredEvent
 
 MEMBER = "m.room.member"
 #: How many members' events are kept in a send_join ``state`` with ``omit_members`` when the room has no
 #: name nor canonical alias (the "heroes" of the Client-Server room summary).
 HEROES = 5
-
-
-async def auth_chain(store: EventStore, event_ids: Iterable[str], version: RoomVersion) -> list[StoredEvent]:
-    """Every event in the auth chains of ``event_ids`` (the events themselves only as auth events of
-    another), each once, walking ``auth_events`` a level at a time."""
-    seen: dict[str, StoredEvent] = {}
-    start = list(dict.fromkeys(event_ids))
-    frontier: set[str] = set()
-    for stored in (await store.get_events(start)).values():
-        frontier.update(_auth_ids(stored, version))
-    while frontier:
-        found = await store.get_events(frontier)
-        next_frontier: set[str] = set()
-        for event_id, stored in found.items():
-            seen[event_id] = stored
-            for auth_id in _auth_ids(stored, version):
-                if auth_id not in seen and auth_id not in found:
-                    next_frontier.add(auth_id)
-        frontier = next_frontier
-    return sorted(seen.values(), key=lambda s: (s.json.get("depth", 0), s.stream_ordering))
-
-
-def _auth_ids(stored: StoredEvent, version: RoomVersion) -> list[str]:
-    """The auth events of an event; from room v12 the create event, named by the room ID, is one of them."""
-    ids = Event(stored.json, version).auth_event_ids
-    if version.room_id_from_create_event and stored.type != "m.room.create":
-        ids = ids + ["$" + stored.room_id[1:]]
-    return ids
 
 
 async def state_before(store: EventStore, stored: StoredEvent) -> Optional[StateMap]:
@@ -198,21 +171,10 @@ class FederationJoins:
         return persisted, countersign
 
     async def _check_signature(self, event_dict: dict[str, Any], server: str, version: RoomVersion) -> None:
-        """Spec "Validating hashes and signatures on received events": ``server``'s signature on the redacted
-        event, with a key of that server valid at the event's time (checked by the keyring)."""
-        if self._keyring is None:
-            raise MatrixError(403, Codes.FORBIDDEN, "This server cannot verify signatures of other servers yet")
-        redacted = redact_event(event_dict, version)
-        signatures = redacted.get("signatures")
-        mine = signatures.get(server) if isinstance(signatures, dict) else None
-        if not isinstance(mine, dict) or not mine:
-            raise MatrixError(403, Codes.FORBIDDEN, f"The event is not signed by {server}")
-        # Only the signatures of ``server`` are looked at (other servers' are checked on their own).
-        redacted["signatures"] = {server: mine}
-        ts = event_dict.get("origin_server_ts")
-        minimum = ts if version.enforce_key_validity and isinstance(ts, int) else 0
+        """``server``'s signature on the event (:func:`~mxtwisted.federation.pdu_checks.verify_server_signature`);
+        403 M_FORBIDDEN when it is missing or not valid."""
         try:
-            await self._keyring.verify_json_for_server(server, redacted, minimum_valid_until_ts=minimum)
+            await verify_server_signature(self._keyring, event_dict, server, version)
         except SignatureVerifyError as e:
             raise MatrixError(403, Codes.FORBIDDEN, f"The event has no valid signature of {server}: {e}") from None
 
@@ -229,7 +191,7 @@ class FederationJoins:
             heroes = await self._hero_members(state, join.sender)
             kept = {key: eid for key, eid in state.items() if key[0] != MEMBER or key[1] in heroes}
         state_events = await store.get_events(kept.values())
-        chain = await auth_chain(store, list(kept.values()) + [join.event_id], join.room_version)
+        chain = await load_auth_chain(store, list(kept.values()) + [join.event_id], join.room_version)
         if omit_members:
             chain = [ev for ev in chain if ev.event_id not in state_events]
         body: dict[str, Any] = {

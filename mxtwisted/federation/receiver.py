@@ -28,12 +28,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mxtwisted.events.event import Event
-from mxtwisted.events.hashing import ContentHashError, check_content_hash
-from mxtwisted.events.redaction import redact_event
 from mxtwisted.events.room_versions import RoomVersion
-from mxtwisted.events.signing import SignatureVerifyError, required_signers
-from mxtwisted.events.validation import EventValidationError, validate_event
-from mxtwisted.federation.remote_join import _auth_order, _check_auth
+from mxtwisted.federation.pdu_checks import PduCheckError, auth_order, check_against_auth_events, check_pdu
 from mxtwisted.federation.room_acl import DENIED, origin_allowed
 from mxtwisted.federation.server_visibility import server_of
 from mxtwisted.http.errors import Codes, MatrixError
@@ -263,9 +259,8 @@ class TransactionReceiver:
                 continue
             try:
                 checked = await self._checked(raw, version)
-                validate_event(checked, version)
                 fetched[Event(checked, version).event_id] = checked
-            except (PduError, EventValidationError) as e:
+            except PduError as e:
                 log.info("Dropping a fetched event: {error}", error=e)
         known = await self.engine.get_event_objects(fetched, version)
         events: dict[str, Event] = dict(known)
@@ -276,10 +271,10 @@ class TransactionReceiver:
         wanted = {a for ev in events.values() for a in ev.auth_event_ids} | {create_id} - {None}
         known.update(await self.engine.get_event_objects(wanted - set(events), version))
         events.update(known)
-        new = [ev for ev in _auth_order(events, version, room.room_id) if ev.event_id not in known]
+        new = [ev for ev in auth_order(events, version, room.room_id) if ev.event_id not in known]
         for ev in new:
             if create_id is not None and create_id in events:
-                _check_auth(ev, events, create_id)
+                check_against_auth_events(ev, events, create_id)
             else:
                 ev.rejected_reason = "the room's create event is unknown"
         extra_ids = {Event(raw, version).event_id for raw in extra if isinstance(raw, dict)}
@@ -299,35 +294,12 @@ class TransactionReceiver:
         return set(ev.prev_event_ids) - set(known)
 
     async def _checked(self, pdu: dict[str, Any], version: RoomVersion) -> dict[str, Any]:
-        """Spec "Validating hashes and signatures on received events": the event to use (redacted when its
-        content hash does not match) once every required signature verifies. Raises PduError."""
+        """The PDU to use (redacted when its content hash does not match) once its format and every required
+        signature check out (:func:`~mxtwisted.federation.pdu_checks.check_pdu`). Raises PduError."""
         try:
-            if not check_content_hash(pdu):
-                log.info("Content hash mismatch: using the redacted event")
-                pdu = redact_event(pdu, version)
-        except ContentHashError as e:
-            raise PduError(f"Invalid event: {e}") from None
-        if self.keyring is None:
-            raise PduError("This server cannot verify signatures")
-        try:
-            signers = required_signers(pdu, version)
-        except SignatureVerifyError as e:
+            return (await check_pdu(self.keyring, pdu, version)).get_dict()
+        except PduCheckError as e:
             raise PduError(str(e)) from None
-        redacted = redact_event(pdu, version)
-        signatures = redacted.get("signatures")
-        ts = pdu.get("origin_server_ts")
-        minimum = ts if version.enforce_key_validity and isinstance(ts, int) else 0
-        for server in sorted(signers):
-            theirs = signatures.get(server) if isinstance(signatures, dict) else None
-            if not isinstance(theirs, dict) or not theirs:
-                raise PduError(f"The event is not signed by {server}")
-            try:
-                await self.keyring.verify_json_for_server(
-                    server, dict(redacted, signatures={server: theirs}), minimum_valid_until_ts=minimum
-                )
-            except SignatureVerifyError as e:
-                raise PduError(f"Invalid signature of {server}: {e}") from None
-        return pdu
 
     async def _fetch_missing(self, origin: str, room: RoomCache, ev: Event) -> None:
         """Ask ``origin`` for the events between what we know (the room's forward extremities) and ``ev``,

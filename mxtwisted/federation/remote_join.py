@@ -41,8 +41,7 @@ from mxtwisted.events.auth import (
     check_auth_rules,
 )
 from mxtwisted.events.event import Event
-from mxtwisted.events.hashing import ContentHashError, add_content_hash, check_content_hash
-from mxtwisted.events.redaction import redact_event
+from mxtwisted.events.hashing import add_content_hash
 from mxtwisted.events.room_versions import (
     KNOWN_ROOM_VERSIONS,
     EventFormat,
@@ -50,9 +49,10 @@ from mxtwisted.events.room_versions import (
     UnsupportedRoomVersion,
     get_room_version,
 )
-from mxtwisted.events.signing import SignatureVerifyError, cosign_event, required_signers
+from mxtwisted.events.signing import cosign_event
 from mxtwisted.events.validation import EventValidationError, is_valid_server_name, validate_event
 from mxtwisted.federation.client import FederationError, RequestSendFailed
+from mxtwisted.federation.pdu_checks import PduCheckError, auth_order, check_against_auth_events, check_pdu
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomEngine
 from mxtwisted.storage.events import StateMap
@@ -228,10 +228,13 @@ class RemoteJoiner:
             if signed.event_id != join.event_id:
                 raise InvalidResponse("the countersigned join is not our join")
             join = signed
-        ordered = _auth_order(events, version, room_id)
+        try:
+            ordered = auth_order(events, version, room_id)
+        except PduCheckError as e:
+            raise InvalidResponse(str(e)) from None
         create_id = _create_id(events, state_ids, version, room_id)
         for ev in ordered:
-            _check_auth(ev, events, create_id)
+            check_against_auth_events(ev, events, create_id)
         create = events[create_id]
         if create.rejected_reason is not None:
             raise InvalidResponse("the room's create event fails the auth rules")
@@ -261,44 +264,10 @@ class RemoteJoiner:
 
     async def _checked_pdu(self, raw: Any, version: RoomVersion, room_id: str) -> Event:
         """A received PDU after the format, room, signature and hash checks (redacted on a hash mismatch)."""
-        if not isinstance(raw, dict):
-            raise InvalidResponse("a PDU is not an object")
         try:
-            validate_event(raw, version)
-        except EventValidationError as e:
-            raise InvalidResponse(f"invalid PDU: {e.reason}") from None
-        ev = Event(raw, version)
-        if ev.room_id != room_id:
-            raise InvalidResponse(f"{ev.event_id} belongs to another room")
-        try:
-            signers = required_signers(raw, version)
-        except SignatureVerifyError as e:
+            return await check_pdu(self._keyring, raw, version, room_id)
+        except PduCheckError as e:
             raise InvalidResponse(str(e)) from None
-        redacted = redact_event(raw, version)
-        for server in sorted(signers):
-            await self._check_signature(redacted, raw, server, version)
-        try:
-            hash_ok = check_content_hash(raw)
-        except ContentHashError as e:
-            raise InvalidResponse(f"{ev.event_id}: {e}") from None
-        if not hash_ok:
-            log.info("Content hash mismatch on {event_id}: keeping it redacted", event_id=ev.event_id)
-            return Event(redacted, version, event_id=ev.event_id)
-        return ev
-
-    async def _check_signature(self, redacted: dict[str, Any], raw: dict[str, Any], server: str, version: RoomVersion) -> None:
-        signatures = redacted.get("signatures")
-        mine = signatures.get(server) if isinstance(signatures, dict) else None
-        if not isinstance(mine, dict) or not mine:
-            raise InvalidResponse(f"a PDU is not signed by {server}")
-        ts = raw.get("origin_server_ts")
-        minimum = ts if version.enforce_key_validity and isinstance(ts, int) else 0
-        try:
-            await self._keyring.verify_json_for_server(
-                server, dict(redacted, signatures={server: mine}), minimum_valid_until_ts=minimum
-            )
-        except SignatureVerifyError as e:
-            raise InvalidResponse(f"a PDU has no valid signature of {server}: {e}") from None
 
 
 def _create_id(events: dict[str, Event], state_ids: list[str], version: RoomVersion, room_id: str) -> str:
@@ -308,68 +277,6 @@ def _create_id(events: dict[str, Event], state_ids: list[str], version: RoomVers
     if version.room_id_from_create_event and "!" + creates[0][1:] != room_id:
         raise InvalidResponse("the create event does not match the room ID")
     return creates[0]
-
-
-def _auth_order(events: dict[str, Event], version: RoomVersion, room_id: str) -> list[Event]:
-    """The events with each one after its auth events (those in ``events``); refuses auth cycles."""
-    create_id = "$" + room_id[1:] if version.room_id_from_create_event else None
-    done: dict[str, None] = {}
-    visiting: set[str] = set()
-
-    def auth_ids(ev: Event) -> list[str]:
-        ids = list(ev.auth_event_ids)
-        if create_id is not None and ev.type != "m.room.create" and create_id not in ids:
-            ids.append(create_id)
-        return [i for i in ids if i in events]
-
-    for start in sorted(events, key=lambda eid: events[eid].depth):
-        stack = [(start, False)]
-        while stack:
-            eid, expanded = stack.pop()
-            if eid in done:
-                continue
-            if expanded:
-                visiting.discard(eid)
-                done[eid] = None
-                continue
-            if eid in visiting:
-                raise InvalidResponse("the auth chain has a cycle")
-            visiting.add(eid)
-            stack.append((eid, True))
-            for auth_id in auth_ids(events[eid]):
-                if auth_id not in done:
-                    if auth_id in visiting:
-                        raise InvalidResponse("the auth chain has a cycle")
-                    stack.append((auth_id, False))
-    return [events[eid] for eid in done]
-
-
-def _check_auth(ev: Event, events: dict[str, Event], create_id: str) -> None:
-    """Mark ``ev`` rejected when its auth events are missing or rejected, or it fails the auth rules against
-    them (its auth events were checked before it)."""
-    if ev.type == "m.room.create" and ev.state_key == "":
-        try:
-            check_auth_rules(ev, {})
-        except AuthError as e:
-            ev.rejected_reason = e.reason
-        return
-    auth: list[Event] = []
-    for auth_id in ev.auth_event_ids:
-        auth_ev = events.get(auth_id)
-        if auth_ev is None:
-            ev.rejected_reason = f"auth event {auth_id} is missing"
-            return
-        if auth_ev.rejected_reason is not None:
-            ev.rejected_reason = f"auth event {auth_id} was rejected"
-            return
-        auth.append(auth_ev)
-    try:
-        check_auth_events_list(ev, auth)
-        auth_state = {(a.type, a.state_key or ""): a for a in auth}
-        auth_state.setdefault(("m.room.create", ""), events[create_id])
-        check_auth_rules(ev, auth_state)
-    except AuthError as e:
-        ev.rejected_reason = e.reason
 
 
 __all__ = ["RemoteJoiner", "InvalidResponse"]

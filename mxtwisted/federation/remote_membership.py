@@ -51,8 +51,8 @@ from mxtwisted.federation.invites import (
     checked_room_state,
     is_resident,
     room_state_pdus,
-    verify_server_signature,
 )
+from mxtwisted.federation.pdu_checks import verify_server_signature
 from mxtwisted.federation.remote_join import FAILOVER_ERRCODES, InvalidResponse, RemoteJoiner
 from mxtwisted.federation.server_visibility import server_of
 from mxtwisted.http.errors import Codes, MatrixError

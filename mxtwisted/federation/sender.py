@@ -273,6 +273,8 @@ class FederationSender(Service):
         return True
 
     def _back_off(self, queue: DestinationQueue, error: Exception) -> None:
+        if self._stopping:
+            return  # the request failed because the server stops: no retry timer outlives the service
         queue.retry_interval = min(MAX_RETRY, queue.retry_interval * 2) if queue.retry_interval else MIN_RETRY
         log.info(
             "Sending to {dest} failed ({error}); retrying in {delay}s", dest=queue.destination, error=error,

@@ -21,13 +21,14 @@ import heapq
 from typing import Any, Callable, Optional
 
 from mxtwisted.federation.invites import FederationInvites, room_state_pdus
-from mxtwisted.federation.joins import FederationJoins, auth_chain, state_before
+from mxtwisted.federation.joins import FederationJoins, state_before
 from mxtwisted.federation.room_acl import check_origin_allowed
 from mxtwisted.federation.server_visibility import filter_events_for_server, pdu_json, server_of
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object, query_arg
 from mxtwisted.http.router import Router
 from mxtwisted.rooms.engine import RoomCache, RoomEngine
+from mxtwisted.rooms.room_state import load_auth_chain
 from mxtwisted.storage.events import StoredEvent
 
 V1 = "/_matrix/federation/v1"
@@ -136,7 +137,7 @@ class FederationRoomsResource:
         if state is None:
             raise MatrixError(404, Codes.NOT_FOUND, "The state at this event is not known")
         events = await self.store.get_events(state.values())
-        chain = await auth_chain(self.store, state.values(), room.version)
+        chain = await load_auth_chain(self.store, state.values(), room.version)
         return [events[eid] for eid in sorted(state.values()) if eid in events], chain
 
     # -- retrieving events ------------------------------------------------------------------
@@ -159,7 +160,7 @@ class FederationRoomsResource:
     async def get_event_auth(self, request: Any, origin: str, roomId: str, eventId: str) -> dict[str, Any]:
         room = await self._room_for(origin, roomId)
         await self._event_in_room(roomId, eventId)
-        chain = await auth_chain(self.store, [eventId], room.version)
+        chain = await load_auth_chain(self.store, [eventId], room.version)
         return {"auth_chain": [pdu_json(ev) for ev in chain]}
 
     async def backfill(self, request: Any, origin: str, roomId: str) -> dict[str, Any]:
