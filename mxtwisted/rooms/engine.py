@@ -486,15 +486,24 @@ class RoomEngine:
         checked auth chain and state as outliers (``outliers``, auth events first; rejected ones keep their
         ``rejected_reason``), the room with the join's room version, then ``join`` with ``state_before`` as
         the state before it: a new state group (that state plus the join) becomes the room's current state
-        and the join its forward extremity. The caller checked signatures, hashes and auth rules. Raises
-        409 if the room became known meanwhile. Returns the join's stream ordering."""
+        and the join its forward extremity. The caller checked signatures, hashes and auth rules.
+
+        A room we know but have no joined user in any more (we stopped following it when our last user left)
+        is rejoined the same way: the returned state replaces our stale current state and the join becomes
+        the only forward extremity (what we had is history). Raises 409 if a local user is joined by now
+        (then the join is a local one). Returns the join's stream ordering."""
         room_id = join.room_id
         version = join.room_version
         lock = self._lock(room_id)
         await lock.acquire()
         try:
             if await self.store.get_room(room_id) is not None:
-                raise MatrixError(409, Codes.UNKNOWN, "The room became known while joining it; try again")
+                room = await self.get_room_cache(room_id)
+                if room.members_joined_local or room.version.identifier != version.identifier:
+                    raise MatrixError(409, Codes.UNKNOWN, "The room changed while joining it; try again")
+                await self.persist_outliers(room_id, [ev for ev in outliers if ev.event_id != join.event_id])
+                before = GroupedState(dict(state_before), None)
+                return (await self._persist(room, join, txn=None, full_state=True, before=before, rejoin=True))[1]
             await self.persist_outliers(room_id, [ev for ev in outliers if ev.event_id != join.event_id])
             await self.store.store_room(room_id, version.identifier, creator, False, self.now_ms())
             room = RoomCache(room_id, version, dict(state_before), None, 0, [], 0)
@@ -513,6 +522,7 @@ class RoomEngine:
         full_state: bool = False,
         before: Optional[GroupedState] = None,
         hidden: bool = False,
+        rejoin: bool = False,
     ) -> tuple[str, int]:
         """Persist ``ev`` with the state before it (``before``; the room's current state by default) and
         announce it.
@@ -521,7 +531,8 @@ class RoomEngine:
         over federation), not only ``ev``'s own entry. ``hidden``: a rejected or soft-failed event, or one
         stored with state fetched from another server: kept with the state after it (a rejected event's is
         the state before it) but out of the timeline, the current state and the forward extremities, and
-        not announced."""
+        not announced. ``rejoin``: the event replaces every forward extremity (with ``full_state``: a room
+        rejoined through another server)."""
         version = room.version
         now = self.now_ms()
         if before is None:
@@ -535,6 +546,7 @@ class RoomEngine:
             txn=txn,
             rejected_reason=ev.rejected_reason,
             outlier=hidden,
+            clear_extremities=rejoin,
         )
         base_group, base_chain = before.group, before.chain_length
         if base_group is None and (not ev.is_state() or ev.rejected_reason is not None):
@@ -565,7 +577,8 @@ class RoomEngine:
         extremities = room.extremities
         current, current_group, current_chain = room.state, room.state_group, room.state_chain_length
         if not hidden:
-            extremities = [e for e in room.extremities if e not in ev.prev_event_ids] + [ev.event_id]
+            kept = [] if rejoin else [e for e in room.extremities if e not in ev.prev_event_ids]
+            extremities = kept + [ev.event_id]
             after = GroupedState(new_state, ctx.state_group, chain_length)
             if full_state or extremities == [ev.event_id]:
                 resolved = after
@@ -578,6 +591,7 @@ class RoomEngine:
                 current_group, current_chain = self._group_for(ctx, room, current)
             if full_state:
                 ctx.current_state_delta = dict(current)
+                ctx.current_state_removed = [k for k in room.state if k not in current]
             elif resolved is after and before.state is room.state:
                 # The usual case (every local event): only the event's own key can change.
                 own = (ev.type, ev.state_key or "")

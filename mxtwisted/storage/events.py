@@ -105,6 +105,9 @@ class PersistContext:
     #: A resolved state (the state before an event with several prev_events, or the room's state after a
     #: fork) that no event's group holds yet.
     extra_groups: list[tuple[int, Optional[int], StateMap, int]] = field(default_factory=list)
+    #: The event becomes the room's only forward extremity (a rejoin through another server: what we had
+    #: before is history now).
+    clear_extremities: bool = False
 
 
 def _event_row(row: tuple) -> StoredEvent:
@@ -230,6 +233,8 @@ class EventStore:
             if ctx.outlier:
                 return
             # Forward extremities: this event replaces the prev events it references.
+            if ctx.clear_extremities:
+                await txn.execute("DELETE FROM room_forward_extremities WHERE room_id = ?", (room_id,))
             for prev in ctx.prev_event_ids:
                 await txn.execute(
                     "DELETE FROM room_forward_extremities WHERE room_id = ? AND event_id = ?", (room_id, prev)

@@ -195,3 +195,29 @@ class TwoServersTests(unittest.TestCase):
             messages = await self.call(hs, user, "GET", f"/rooms/{quote(room_id)}/messages?dir=f&limit=50")
             got = [e["content"]["body"] for e in messages["chunk"] if e["type"] == "m.room.message"]
             self.assertEqual(got, expected, hs.config.server_name)
+
+    async def test_rejoin_after_leaving_follows_the_room_again(self) -> None:
+        # bob leaves: B stops following the room. While B is out, A's room moves on. bob's rejoin must go
+        # through A (B's state is stale), and B then has A's current state and receives new events.
+        room_id = await self.public_room(name="Lobby")
+        await self.join_b(room_id)
+        await self.call(self.b, self.bob, "POST", f"/rooms/{quote(room_id)}/leave", {})
+
+        async def bob_left_on_a() -> Optional[bool]:
+            members = await self.call(self.a, self.alice, "GET", f"/rooms/{quote(room_id)}/joined_members")
+            return True if self.bob["user_id"] not in members["joined"] else None
+
+        await self.eventually(bob_left_on_a, "bob's leave on A")
+        await self.call(self.a, self.alice, "PUT", f"/rooms/{quote(room_id)}/state/m.room.topic/", {"topic": "while away"})
+        await self.send_text(self.a, self.alice, room_id, "missed", "away")
+        await self.call(self.b, self.bob, "POST", f"/rooms/{quote(room_id)}/join", {})
+        topic = await self.call(self.b, self.bob, "GET", f"/rooms/{quote(room_id)}/state/m.room.topic/")
+        self.assertEqual(topic, {"topic": "while away"})
+        members_a = await self.call(self.a, self.alice, "GET", f"/rooms/{quote(room_id)}/joined_members")
+        self.assertIn(self.bob["user_id"], members_a["joined"])
+        # B's forward extremity is the new join only: bob's next message builds on A's DAG and A accepts it.
+        reply = await self.send_text(self.b, self.bob, room_id, "back", "b-back")
+        await self.wait_for_message(self.a, self.alice, room_id, reply)
+        hello = await self.send_text(self.a, self.alice, room_id, "welcome back", "a-back")
+        await self.wait_for_message(self.b, self.bob, room_id, hello)
+        self.assert_received(self.a, self.b_name, [reply])

@@ -237,19 +237,36 @@ class RoomsResource:
         body = parse_json_object(request, allow_empty=True)
         reason = body.get("reason")
         _check_room_id(roomId)
-        if self.remote_join is not None and await self.store.get_room(roomId) is None:
-            # A room this server does not know: join it through the given servers, then the room ID's server.
-            if reason is not None and not isinstance(reason, str):
-                raise MatrixError(400, Codes.BAD_JSON, "'reason' must be a string")
-            if self.remote_membership is not None:
-                # Invited (or knocked): the inviter's server knows the room (spec "Joining Rooms").
-                servers = servers + await self.remote_membership.servers_for_user(requester.user_id, roomId)
-            if ":" in roomId:
-                servers = servers + [roomId.split(":", 1)[1]]
-            await self.remote_join.join(requester.user_id, roomId, servers, reason)
-            return {"room_id": roomId}
+        if self.remote_join is not None:
+            remote_servers = await self._remote_join_servers(requester.user_id, roomId, servers)
+            if remote_servers is not None:
+                # A room this server does not follow: join it through a server that does.
+                if reason is not None and not isinstance(reason, str):
+                    raise MatrixError(400, Codes.BAD_JSON, "'reason' must be a string")
+                await self.remote_join.join(requester.user_id, roomId, remote_servers, reason)
+                return {"room_id": roomId}
         await self.membership.update(requester.user_id, roomId, requester.user_id, JOIN, reason)
         return {"room_id": roomId}
+
+    async def _remote_join_servers(self, user_id: str, room_id: str, given: list[str]) -> Optional[list[str]]:
+        """The servers to join ``room_id`` through, or None for a local join. A room we do not know is joined
+        through the given servers, the inviter's (spec "Joining Rooms") and the room ID's server. A room we
+        know but have no joined user in any more (our state of it is stale) is joined through those and the
+        servers of its other members, when it has any; else (a room of ours everybody left) locally."""
+        known = await self.store.get_room(room_id) is not None
+        if known and (self.remote_membership is None or await self.remote_membership.is_resident(room_id)):
+            return None
+        servers = list(given)
+        if self.remote_membership is not None:
+            servers += await self.remote_membership.servers_for_user(user_id, room_id)
+        if ":" in room_id:
+            servers.append(room_id.split(":", 1)[1])
+        if known:
+            members = await self.store.get_members(room_id, ("join",))
+            servers += sorted({user.partition(":")[2] for user in members})
+            if not [s for s in servers if s and s != self.engine.server_name]:
+                return None
+        return servers
 
     async def leave(self, request: Any, roomId: str) -> dict[str, Any]:
         requester = await self.auth.get_requester(request, allow_guest=True)
