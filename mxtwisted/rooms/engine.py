@@ -417,23 +417,32 @@ class RoomEngine:
         timeline, no state of their own. ``events`` are checked and in auth order; rejected ones keep their
         ``rejected_reason``. Already known events are skipped."""
         known = await self.store.get_events([ev.event_id for ev in events])
+        new = [ev for ev in dict((ev.event_id, ev) for ev in events if ev.event_id not in known).values()]
+        if not new:
+            return
         now = self.now_ms()
-        for ev in events:
-            if ev.event_id in known:
-                continue
-            ordering = self.store.stream.allocate()
-            ctx = PersistContext(
-                stream_ordering=ordering,
-                received_ts=now,
-                rejected_reason=ev.rejected_reason,
-                outlier=True,
-                prev_event_ids=ev.prev_event_ids,
-                auth_event_ids=ev.auth_event_ids,
+        orderings = [self.store.stream.allocate() for _ in new]
+        batch = [
+            (
+                ev.event_id,
+                ev.get_dict(),
+                PersistContext(
+                    stream_ordering=ordering,
+                    received_ts=now,
+                    rejected_reason=ev.rejected_reason,
+                    outlier=True,
+                    prev_event_ids=ev.prev_event_ids,
+                    auth_event_ids=ev.auth_event_ids,
+                ),
             )
-            try:
-                await self.store.persist_event(ev.event_id, room_id, ev.get_dict(), ctx)
-            finally:
+            for ev, ordering in zip(new, orderings, strict=True)
+        ]
+        try:
+            await self.store.persist_outliers(room_id, batch)
+        finally:
+            for ordering in orderings:
                 self.store.stream.finish(ordering)
+        for ev in new:
             self._cache_event(ev)
 
     async def persist_with_state(self, ev: Event, state_before: StateMap) -> None:

@@ -305,6 +305,41 @@ class EventStore:
                 full.update(delta)
                 self._cache_group(group, full)
 
+    async def persist_outliers(self, room_id: str, events: list[tuple[str, dict, PersistContext]]) -> None:
+        """Write many outliers (an auth chain, a room's state) in one transaction: their rows and their
+        prev/auth edges only (see :meth:`persist_event`, which stops there for an outlier)."""
+        if not events:
+            return
+        rows = []
+        edges = []
+        auth = []
+        for event_id, ev, ctx in events:
+            rows.append((
+                ctx.stream_ordering, event_id, room_id, ev["type"], ev.get("state_key"), ev["sender"], ev.get("depth", 0),
+                ev.get("origin_server_ts", 0), ctx.received_ts, json.dumps(ev, ensure_ascii=False, separators=(",", ":")),
+                ctx.rejected_reason, 1, None,
+            ))
+            edges.extend((event_id, p) for p in ctx.prev_event_ids)
+            auth.extend((event_id, a) for a in ctx.auth_event_ids)
+
+        async def txn_fn(txn: Txn) -> None:
+            await txn.executemany(
+                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,"
+                " origin_server_ts, received_ts, json, rejected_reason, outlier, replaces_state)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            if edges:
+                await txn.executemany(
+                    "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?) ON CONFLICT DO NOTHING", edges
+                )
+            if auth:
+                await txn.executemany(
+                    "INSERT INTO event_auth (event_id, auth_id) VALUES (?, ?) ON CONFLICT DO NOTHING", auth
+                )
+
+        await self.db.run_interaction("persist_outliers", txn_fn)
+
     async def set_event_state(self, event_id: str, room_id: str, group: int, state: StateMap) -> None:
         """Give a stored event without one (an outlier) the state after it: a new snapshot group."""
 
