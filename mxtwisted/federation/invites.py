@@ -45,21 +45,11 @@ from mxtwisted.federation.pdu_checks import verify_server_signature
 from mxtwisted.federation.server_visibility import server_of
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomCache, RoomEngine
-from mxtwisted.rooms.serialize import stripped_state
+from mxtwisted.rooms.serialize import STRIPPED_STATE_TYPES, stripped_state
 
 log = Logger()
 
 MEMBER = "m.room.member"
-#: The state events given with invites and knocks (spec "Stripped state").
-ROOM_STATE_TYPES = (
-    "m.room.create",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.join_rules",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-)
 
 
 #: In ``unsigned`` of an out-of-band membership: its room's version, which no room row records (server-only,
@@ -73,10 +63,10 @@ class InvalidRoomState(Exception):
 
 # -- the state given with invites and knocks ---------------------------------------------------------------
 async def room_state_pdus(engine: RoomEngine, room: RoomCache, member: Optional[str] = None) -> list[dict[str, Any]]:
-    """The room's current state of :data:`ROOM_STATE_TYPES` (and ``member``'s own member event, e.g. the
+    """The room's current state of :data:`STRIPPED_STATE_TYPES` (and ``member``'s own member event, e.g. the
     inviter's, so the invitee can show who invited them) as PDUs, for ``invite_room_state`` /
     ``knock_room_state``."""
-    keys = [(t, "") for t in ROOM_STATE_TYPES]
+    keys = [(t, "") for t in STRIPPED_STATE_TYPES]
     if member is not None:
         keys.append((MEMBER, member))
     events = await engine.get_state_events(room, keys)
@@ -224,7 +214,6 @@ __all__ = [
     "FederationInvites",
     "InvalidRoomState",
     "ROOM_VERSION_KEY",
-    "ROOM_STATE_TYPES",
     "checked_room_state",
     "is_resident",
     "room_state_pdus",

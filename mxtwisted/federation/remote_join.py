@@ -163,19 +163,7 @@ class RemoteJoiner:
         self, template: Any, version: RoomVersion, user_id: str, room_id: str, reason: Optional[str]
     ) -> dict[str, Any]:
         """Check the make_join template and make our signed join from it."""
-        if not isinstance(template, dict):
-            raise InvalidResponse("make_join answer has no event")
-        content = template.get("content")
-        if (
-            template.get("type") != MEMBER
-            or template.get("sender") != user_id
-            or template.get("state_key") != user_id
-            or template.get("room_id") != room_id
-            or not isinstance(content, dict)
-            or content.get("membership") != "join"
-        ):
-            raise InvalidResponse("make_join template is not a join of our user into the room")
-        event = {k: v for k, v in template.items() if k not in ("event_id", "hashes", "signatures", "unsigned")}
+        check_membership_template(template, user_id, room_id, "join")
         content = {"membership": "join"}
         if isinstance(template["content"].get(AUTHORISING_USER), str):
             content[AUTHORISING_USER] = template["content"][AUTHORISING_USER]
@@ -186,17 +174,7 @@ class RemoteJoiner:
                     content[key] = profile[key]
         if reason:
             content["reason"] = reason
-        event["content"] = content
-        event["origin"] = self.server_name
-        event["origin_server_ts"] = self.engine.now_ms()
-        if version.event_format is EventFormat.V1:
-            event["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"
-        event = cosign_event(add_content_hash(event), self.server_name, self._signing_key, version)
-        try:
-            validate_event(event, version)
-        except EventValidationError as e:
-            raise InvalidResponse(f"the join built from the template is invalid: {e.reason}") from None
-        return event
+        return sign_from_template(template, content, self.server_name, self._signing_key, version, self.engine.now_ms())
 
     # -- checking the send_join answer --------------------------------------------------------------
     async def _check_send_join(
@@ -268,6 +246,41 @@ class RemoteJoiner:
             return await check_pdu(self._keyring, raw, version, room_id)
         except PduCheckError as e:
             raise InvalidResponse(str(e)) from None
+
+
+def check_membership_template(template: Any, user_id: str, room_id: str, membership: str) -> None:
+    """A make_join/make_leave/make_knock template must be that membership of our user in that room (spec:
+    the template is checked before we sign anything built from it). Raises InvalidResponse."""
+    if not isinstance(template, dict) or not isinstance(template.get("content"), dict):
+        raise InvalidResponse("the answer has no event template")
+    if (
+        template.get("type") != MEMBER
+        or template.get("sender") != user_id
+        or template.get("state_key") != user_id
+        or template.get("room_id") != room_id
+        or template["content"].get("membership") != membership
+    ):
+        raise InvalidResponse(f"the template is not a {membership} of our user in the room")
+
+
+def sign_from_template(
+    template: dict[str, Any], content: dict[str, Any], server_name: str, signing_key: Any, version: RoomVersion, now_ms: int
+) -> dict[str, Any]:
+    """Our membership event from a checked make_* template: its fields (not the other server's hashes,
+    signatures or ID), our ``content``, origin and time (and an event ID of ours in rooms v1/v2), hashed and
+    signed, in the PDU format (InvalidResponse otherwise)."""
+    event = {k: v for k, v in template.items() if k not in ("event_id", "hashes", "signatures", "unsigned")}
+    event["content"] = content
+    event["origin"] = server_name
+    event["origin_server_ts"] = now_ms
+    if version.event_format is EventFormat.V1:
+        event["event_id"] = f"${secrets.token_urlsafe(18)}:{server_name}"
+    event = cosign_event(add_content_hash(event), server_name, signing_key, version)
+    try:
+        validate_event(event, version)
+    except EventValidationError as e:
+        raise InvalidResponse(f"the event built from the template is invalid: {e.reason}") from None
+    return event
 
 
 def _create_id(events: dict[str, Event], state_ids: list[str], version: RoomVersion, room_id: str) -> str:

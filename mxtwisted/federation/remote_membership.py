@@ -44,7 +44,7 @@ from mxtwisted.events.room_versions import (
     get_room_version,
 )
 from mxtwisted.events.signing import SignatureVerifyError, cosign_event
-from mxtwisted.events.validation import EventValidationError, is_valid_server_name, validate_event
+from mxtwisted.events.validation import is_valid_server_name
 from mxtwisted.federation.client import FederationError, RequestSendFailed
 from mxtwisted.federation.invites import (
     ROOM_VERSION_KEY,
@@ -53,7 +53,13 @@ from mxtwisted.federation.invites import (
     room_state_pdus,
 )
 from mxtwisted.federation.pdu_checks import verify_server_signature
-from mxtwisted.federation.remote_join import FAILOVER_ERRCODES, InvalidResponse, RemoteJoiner
+from mxtwisted.federation.remote_join import (
+    FAILOVER_ERRCODES,
+    InvalidResponse,
+    RemoteJoiner,
+    check_membership_template,
+    sign_from_template,
+)
 from mxtwisted.federation.server_visibility import server_of
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomEngine
@@ -298,30 +304,9 @@ class RemoteMemberships:
     def _from_template(
         self, template: Any, version: RoomVersion, user_id: str, room_id: str, membership: str, content: dict[str, Any]
     ) -> dict[str, Any]:
-        """Our signed membership event from a ``make_knock``/``make_leave`` template, which must be that
-        membership of our user in that room (spec: the template is checked before it is signed)."""
-        if not isinstance(template, dict) or not isinstance(template.get("content"), dict):
-            raise InvalidResponse("the answer has no event template")
-        if (
-            template.get("type") != MEMBER
-            or template.get("sender") != user_id
-            or template.get("state_key") != user_id
-            or template.get("room_id") != room_id
-            or template["content"].get("membership") != membership
-        ):
-            raise InvalidResponse(f"the template is not a {membership} of our user in the room")
-        event = {k: v for k, v in template.items() if k not in ("event_id", "hashes", "signatures", "unsigned")}
-        event["content"] = content
-        event["origin"] = self.server_name
-        event["origin_server_ts"] = self.engine.now_ms()
-        if version.event_format is EventFormat.V1:
-            event["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"
-        event = cosign_event(add_content_hash(event), self.server_name, self._signing_key, version)
-        try:
-            validate_event(event, version)
-        except EventValidationError as e:
-            raise InvalidResponse(f"the event built from the template is invalid: {e.reason}") from None
-        return event
+        """Our signed membership event from a ``make_knock``/``make_leave`` template (checked first)."""
+        check_membership_template(template, user_id, room_id, membership)
+        return sign_from_template(template, content, self.server_name, self._signing_key, version, self.engine.now_ms())
 
 
 def _version_of(made: Any) -> RoomVersion:

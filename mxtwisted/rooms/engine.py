@@ -468,6 +468,20 @@ class RoomEngine:
         txn: Optional[tuple[str, str, str]],
         redacts: Optional[str],
     ) -> tuple[str, int]:
+        ev = await self._build_checked(room, sender, event_type, content, state_key, redacts)
+        return await self._persist(room, ev, txn)
+
+    async def _build_checked(
+        self,
+        room: RoomCache,
+        sender: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: Optional[str],
+        redacts: Optional[str] = None,
+    ) -> Event:
+        """A new local event on the room's current state: built, hashed, signed, in the PDU format (413
+        M_TOO_LARGE / 400 M_BAD_JSON), allowed by the auth rules (403) and by the checks (modules)."""
         version = room.version
         event, auth_state = await self.build_template(room, sender, event_type, content, state_key, redacts)
         if version.event_format is EventFormat.V1:
@@ -486,7 +500,7 @@ class RoomEngine:
             raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
         for check in self._checks:
             await check(ev)
-        return await self._persist(room, ev, txn)
+        return ev
 
     async def persist_joined_remote_room(
         self, join: Event, state_before: StateMap, outliers: list[Event], creator: Optional[str]
@@ -705,23 +719,7 @@ class RoomEngine:
         persisted: for an invite of a remote user, which the invitee's server must sign first
         (:meth:`persist_built_event` then stores it). Not under the room lock: nothing is written."""
         room = await self.get_room_cache(room_id)
-        version = room.version
-        event, auth_state = await self.build_template(room, sender, event_type, content, state_key)
-        if version.event_format is EventFormat.V1:
-            event["event_id"] = self._new_v1_event_id()
-        event = self._hash_and_sign(event, version)
-        try:
-            validate_event(event, version)
-        except EventValidationError as e:
-            raise MatrixError(400, Codes.BAD_JSON, f"Invalid event: {e.reason}") from None
-        ev = Event(event, version)
-        try:
-            check_auth_rules(ev, auth_state)
-        except AuthError as e:
-            raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
-        for check in self._checks:
-            await check(ev)
-        return ev
+        return await self._build_checked(room, sender, event_type, content, state_key)
 
     async def persist_built_event(self, ev: Event, txn: Optional[tuple[str, str, str]] = None) -> tuple[str, int]:
         """Persist an event of :meth:`build_local_event` once complete (e.g. with the invitee server's

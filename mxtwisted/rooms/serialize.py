@@ -60,6 +60,18 @@ def client_event(
     return out
 
 
+#: Spec "Stripped state": the state events given with invites and knocks (m.room.create required since v1.16).
+STRIPPED_STATE_TYPES = (
+    "m.room.create",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.join_rules",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+)
+
+
 def stripped_state(event_json: dict[str, Any]) -> dict[str, Any]:
     """Spec: "Stripped state" (invite_state / knock_state)."""
     return {k: event_json[k] for k in ("type", "state_key", "sender", "content") if k in event_json}

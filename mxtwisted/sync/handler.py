@@ -52,7 +52,7 @@ from twisted.logger import Logger
 
 from mxtwisted.notifier import Notifier
 from mxtwisted.rooms.reader import RoomReader, stream_token
-from mxtwisted.rooms.serialize import stripped_state
+from mxtwisted.rooms.serialize import STRIPPED_STATE_TYPES, stripped_state
 from mxtwisted.rooms.visibility import filter_room_events_for_user
 from mxtwisted.storage.account_data import GLOBAL, AccountDataStore
 from mxtwisted.storage.events import EventStore, StateMap, StoredEvent
@@ -68,16 +68,6 @@ LEAVE = "leave"
 BAN = "ban"
 KNOCK = "knock"
 
-#: Spec "Stripped state": the state events given with invites and knocks.
-STRIPPED_STATE_TYPES = (
-    "m.room.create",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.join_rules",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-)
 
 #: ``set_presence(user_id, state)`` with state ``online``/``unavailable``/``offline`` or None (not given).
 PresenceSetter = Callable[[str, Optional[str]], Any]

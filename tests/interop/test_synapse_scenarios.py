@@ -18,7 +18,6 @@ from twisted.trial import unittest
 from mxtwisted.federation import sender as sender_module
 from mxtwisted.service import make_homeserver
 from tests.interop import test_synapse as base
-from tests.interop import test_synapse_edus as edus
 from tests.support.homeserver import RunningHomeserver
 
 V3 = base.V3
@@ -45,7 +44,6 @@ class SynapseScenarioTests(unittest.TestCase):
     wait_for_message = base.SynapseInteropTests.wait_for_message
     send = base.SynapseInteropTests.send
     joined_members = base.SynapseInteropTests.joined_members
-    sync_poller = edus.SynapseEduTests.sync_poller
 
     # -- helpers ------------------------------------------------------------------------------------
     async def raw_ours(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -86,6 +84,27 @@ class SynapseScenarioTests(unittest.TestCase):
         await self.joined_members(self.on_ours, room_id, both)
         await self.joined_members(self.on_synapse, room_id, both)
         return room_id
+
+    async def sync_poller(
+        self, call: Call, check: Callable[[dict], Any]
+    ) -> Callable[[], Awaitable[Any]]:
+        """A poll for ``eventually``: one incremental /sync on one side (from now on, then from the last
+        answer), giving ``check(response)``. As ``SynapseEduTests.sync_poller``, except that "now" comes from
+        an incremental /sync continuing the previous poll on the same side, not from a new full /sync: Synapse
+        answers a repeated identical /sync from its cache (``sync_response_cache_duration``, 2 minutes), so a
+        second full /sync would give an old ``next_batch``."""
+        tokens = self.__dict__.setdefault("_sync_tokens", {})
+        side = call.__name__
+        since = tokens.get(side)
+        path = "/sync" if since is None else f"/sync?timeout=0&since={quote(since)}"
+        tokens[side] = (await call("GET", path))["next_batch"]
+
+        async def poll() -> Any:
+            sync = await call("GET", f"/sync?timeout=500&since={quote(tokens[side])}")
+            tokens[side] = sync["next_batch"]
+            return check(sync)
+
+        return poll
 
     @staticmethod
     def room_events(sync: dict, section: str, room_id: str) -> list[dict]:
@@ -158,27 +177,32 @@ class SynapseScenarioTests(unittest.TestCase):
 
     # -- restarts -----------------------------------------------------------------------------------
     def track_connections(self) -> list:
-        """From now on, record the server side of every connection accepted by matrixhs's listeners (the
+        """From now on, record the transport of every connection accepted by matrixhs's listeners (the
         returned list), so that :meth:`stop_ours` can close them as the end of the process would."""
-        accepted: list = []
+        transports: list = []
         for site in self.ours.service.sites:
             def build(addr: Any, original: Any = site.buildProtocol) -> Any:
                 protocol = original(addr)
                 if protocol is not None:
-                    accepted.append(protocol)
+                    connect = protocol.makeConnection
+
+                    def make_connection(transport: Any) -> Any:
+                        transports.append(transport)
+                        return connect(transport)
+
+                    protocol.makeConnection = make_connection
                 return protocol
 
             site.buildProtocol = build
-        return accepted
+        return transports
 
-    async def stop_ours(self, connections: Optional[list] = None) -> None:
+    async def stop_ours(self, transports: Optional[list] = None) -> None:
         """Stop the matrixhs service cleanly (listeners, federation sender, database); its directory and
-        SQLite database stay. With ``connections`` (from :meth:`track_connections`), then close those still
-        open, as the exit of a real process does after the service stopped."""
+        SQLite database stay. With ``transports`` (from :meth:`track_connections`), then close the connections
+        still open, as the exit of a real process does after the service stopped."""
         await self.ours.service.stopService()
-        for protocol in connections or ():
-            if protocol.transport is not None and getattr(protocol.transport, "connected", True):
-                protocol.transport.abortConnection()
+        for transport in transports or ():
+            transport.abortConnection()
 
     async def start_ours_again(self) -> None:
         """A new matrixhs service from the same configuration (same name, federation port, signing key and
@@ -302,13 +326,13 @@ class SynapseScenarioTests(unittest.TestCase):
     # -- 3. gaps while one server is down -----------------------------------------------------------
     async def gap_while_matrixhs_was_down(self, close_connections: bool) -> None:
         room_id = await self.synapse_room()
-        connections = self.track_connections() if close_connections else None
+        transports = self.track_connections() if close_connections else None
         # (synapse_room made matrixhs talk to Synapse first; Synapse connects to matrixhs for its keys and
         # transactions from here on.)
         before = await self.send(self.on_synapse, room_id, "before", "b0")
         await self.wait_for_message(self.on_ours, room_id, "before")
 
-        await self.stop_ours(connections)
+        await self.stop_ours(transports)
         gap = [await self.send(self.on_synapse, room_id, f"g{i}", f"g{i}") for i in range(1, 6)]
         # Give Synapse the time to try (and fail) to deliver them.
         await deferLater(reactor, 2, lambda: None)
