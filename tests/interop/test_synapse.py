@@ -169,3 +169,26 @@ class SynapseInteropTests(unittest.TestCase):
         # Room IDs with a server name, the older auth rules: both directions with one Synapse.
         await self.join_synapse_room("10")
         await self.synapse_joins_our_room("10")
+
+    async def test_joins_by_alias_both_ways(self) -> None:
+        # A public room of ours with an alias: the Synapse user joins by the alias (Synapse asks our
+        # /query/directory); and the other way round with an alias on Synapse.
+        ours = (await self.on_ours("POST", "/createRoom", {"preset": "public_chat", "room_alias_name": "lobby"}))["room_id"]
+        alias = f"#lobby:{self.ours_name}"
+        resp = await self.on_synapse("POST", f"/join/{quote(alias)}", {})
+        self.assertEqual(resp["room_id"], ours)
+        await self.joined_members(self.on_ours, ours, {self.mia["user_id"], self.sally["user_id"]})
+        resolved = await self.on_synapse("GET", f"/directory/room/{quote(alias)}")
+        self.assertEqual(resolved["room_id"], ours)
+        self.assertIn(self.ours_name, resolved["servers"])
+
+        theirs = (await self.on_synapse("POST", "/createRoom", {"preset": "public_chat", "room_alias_name": "plaza"}))["room_id"]
+        their_alias = f"#plaza:{self.syn_name}"
+        resolved = await self.on_ours("GET", f"/directory/room/{quote(their_alias)}")
+        self.assertEqual(resolved["room_id"], theirs)
+        resp = await self.on_ours("POST", f"/join/{quote(their_alias)}", {})
+        self.assertEqual(resp["room_id"], theirs)
+        await self.joined_members(self.on_synapse, theirs, {self.mia["user_id"], self.sally["user_id"]})
+        event_id = await self.send(self.on_ours, theirs, "joined by alias", "alias1")
+        seen = await self.wait_for_message(self.on_synapse, theirs, "joined by alias")
+        self.assertEqual(seen["event_id"], event_id)
