@@ -667,6 +667,8 @@ class HomeserverService(MultiService):
         await defer.DeferredList(list(self._job_runs))
         ports, self.ports = self.ports, []
         await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
+        for site in self.sites:
+            site.stopping = True
         waits = [site.wait_idle() for site in self.sites]
         if waits:
             idle = defer.DeferredList(waits)
@@ -677,6 +679,8 @@ class HomeserverService(MultiService):
                 log.warn("Shutting down with requests still in flight")
             if timeout.active():
                 timeout.cancel()
+        for site in self.sites:
+            site.close_connections()
         for module in reversed(self.modules):
             if module.implements(IModuleLifecycle):
                 try:

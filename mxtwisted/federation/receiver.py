@@ -35,6 +35,7 @@ from mxtwisted.federation.server_visibility import server_of
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomCache, RoomEngine
 from mxtwisted.rooms.room_state import StateUnknown
+from mxtwisted.storage.database import DatabaseClosedError
 from mxtwisted.storage.events import StateMap
 
 log = Logger()
@@ -108,10 +109,16 @@ class TransactionReceiver:
             else:
                 log.info("Dropping a PDU without a room from {origin}", origin=origin)
         results: dict[str, dict[str, Any]] = {}
-        await defer.gatherResults(
-            [defer.ensureDeferred(self._process_room(origin, room_id, room_pdus, results)) for room_id, room_pdus in by_room.items()],
-            consumeErrors=True,
-        )
+        try:
+            await defer.gatherResults(
+                [
+                    defer.ensureDeferred(self._process_room(origin, room_id, room_pdus, results))
+                    for room_id, room_pdus in by_room.items()
+                ],
+                consumeErrors=True,
+            )
+        except defer.FirstError as e:
+            e.subFailure.raiseException()  # the transaction fails with the error itself (a closed database)
         await self._process_edus(origin, edus)
         return {"pdus": results}
 
@@ -151,6 +158,9 @@ class TransactionReceiver:
                 results[event_id] = {"error": str(e)}
             except MatrixError as e:
                 results[event_id] = {"error": e.message}
+            except DatabaseClosedError:
+                # Not the PDU's fault: the whole transaction fails (5xx), so the origin sends it again.
+                raise
             except Exception as e:
                 log.failure("Handling {event_id} from {origin} failed", event_id=event_id, origin=origin)
                 results[event_id] = {"error": f"Internal error: {type(e).__name__}"}

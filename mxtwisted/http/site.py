@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import time
+import weakref
 from typing import Any, Optional
 
 from twisted.internet import defer
@@ -86,6 +87,21 @@ class MatrixRequest(server.Request):
         )
         transport.loseConnection()
 
+    def process(self) -> None:
+        if getattr(self.channel.site, "stopping", False):
+            # A request on a kept-alive connection after shutdown began: the handlers and the database
+            # may be gone. 503 tells clients and other servers to try again later (a federation
+            # transaction is then resent, not lost).
+            body = b'{"errcode":"M_UNKNOWN","error":"The server is shutting down"}'
+            self.setResponseCode(503)
+            self.setHeader(b"Content-Type", b"application/json")
+            self.setHeader(b"Connection", b"close")
+            self.setHeader(b"Content-Length", str(len(body)).encode())
+            self.write(body)
+            self.finish()
+            return
+        super().process()
+
     def getClientAddressString(self) -> str:
         if getattr(self.channel.site, "x_forwarded", False):
             forwarded = self.getHeader(b"x-forwarded-for")
@@ -115,6 +131,22 @@ class MatrixSite(server.Site):
         self.x_forwarded = x_forwarded
         self.in_flight: set[MatrixRequest] = set()
         self._idle_waiters: list[defer.Deferred] = []
+        #: Set when shutdown begins: requests still arriving on open connections get 503.
+        self.stopping = False
+        self._channels: weakref.WeakSet = weakref.WeakSet()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            self._channels.add(channel)
+        return channel
+
+    def close_connections(self) -> None:
+        """Close every connection still open (kept-alive ones: clients reconnect to the next server)."""
+        for channel in list(self._channels):
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
 
     def request_started(self, request: MatrixRequest) -> None:
         self.in_flight.add(request)

@@ -307,7 +307,8 @@ class EventStore:
 
     async def persist_outliers(self, room_id: str, events: list[tuple[str, dict, PersistContext]]) -> None:
         """Write many outliers (an auth chain, a room's state) in one transaction: their rows and their
-        prev/auth edges only (see :meth:`persist_event`, which stops there for an outlier)."""
+        prev/auth edges only (see :meth:`persist_event`, which stops there for an outlier). An event stored
+        meanwhile (two transactions fetching the same auth events at once) is left as it is."""
         if not events:
             return
         rows = []
@@ -326,7 +327,7 @@ class EventStore:
             await txn.executemany(
                 "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,"
                 " origin_server_ts, received_ts, json, rejected_reason, outlier, replaces_state)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
                 rows,
             )
             if edges:

@@ -218,3 +218,25 @@ class ForkTests(unittest.TestCase):
         self.assertIn(f"{F1}/event_auth/{quote(self.room_id, safe='')}/{quote(message_id, safe='')}", [p for p, _ in fake.calls])
         self.assertTrue((await self.hs.service.storage.events.get_event(new_pl_id)).outlier)
         self.assertEqual(await self.timeline(), ["authorised"])
+
+    async def test_a_closed_database_fails_the_transaction_so_it_is_sent_again(self) -> None:
+        # Not the PDU's fault: a per-PDU error would tell the origin not to resend it, and the event would
+        # be lost. The whole transaction fails instead, and the same transaction later is processed anew.
+        from mxtwisted.storage.database import DatabaseClosedError
+
+        engine = self.hs.service.components.rooms
+        original = engine.persist_remote_event
+
+        async def closed(*args: Any, **kwargs: Any) -> Any:
+            raise DatabaseClosedError("database is closed")
+
+        self.patch(engine, "persist_remote_event", closed)
+        join_depth = await self.depth_of(self.join_id)
+        event, event_id = await self.remote_event("m.room.message", {"msgtype": "m.text", "body": "retry me"}, self.join_id, join_depth + 1)
+        body = {"origin": REMOTE, "origin_server_ts": 1, "pdus": [event]}
+        code, _ = await self.remote.request("PUT", f"{F1}/send/closed", body)
+        self.assertEqual(code, 500)
+        self.patch(engine, "persist_remote_event", original)
+        self.assertEqual((await self.send_txn("closed", [event]))["pdus"], {event_id: {}})
+        self.assertEqual(await self.timeline(), ["retry me"])
+        self.flushLoggedErrors(DatabaseClosedError)

@@ -144,6 +144,25 @@ class HttpLayerTests(TestCase):
         await idle
         self.assertEqual(json.loads(body), {"slow": True})
 
+    async def test_requests_on_open_connections_during_shutdown_get_503_and_connections_close(self):
+        # A kept-alive connection opened before shutdown: its next request is refused with 503 (the
+        # handlers and the database may be gone; a federation peer resends later), then it is closed.
+        from twisted.web.client import HTTPConnectionPool
+
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        first = await treq.get(self.base + "/forbidden", pool=pool)
+        await first.content()
+        self.assertEqual(len(list(self.site._channels)), 1)
+        self.site.stopping = True
+        response = await treq.get(self.base + "/forbidden", pool=pool)
+        body = json.loads(await response.content())
+        self.assertEqual(response.code, 503)
+        self.assertEqual(body["errcode"], "M_UNKNOWN")
+        self.site.close_connections()
+        await deferLater(0.05)
+        self.assertEqual([c for c in self.site._channels if c.transport is not None and c.transport.connected], [])
+
 
 def deferLater(seconds):
     from twisted.internet.task import deferLater as _dl
