@@ -70,5 +70,7 @@ def build_federation(
         store=store,
         trusted_key_servers=config["trusted_key_servers"],
     )
-    authenticator = FederationAuthenticator(config.server_name, keyring, reactor, domain_whitelist=whitelist)
+    authenticator = FederationAuthenticator(
+        config.server_name, keyring, reactor, domain_whitelist=whitelist, backoff=client.backoff
+    )
     return FederationComponents(client=client, keyring=keyring, authenticator=authenticator, discovery=discovery)

@@ -79,11 +79,20 @@ class FederationAuthenticator:
     server in; a list lets only those (others get 403 M_FORBIDDEN).
     """
 
-    def __init__(self, server_name: str, keyring: Any, clock: Any, domain_whitelist: Optional[Iterable[str]] = None) -> None:
+    def __init__(
+        self,
+        server_name: str,
+        keyring: Any,
+        clock: Any,
+        domain_whitelist: Optional[Iterable[str]] = None,
+        backoff: Any = None,
+    ) -> None:
         self._server_name = server_name
         self._keyring = keyring
         self._clock = clock
         self._whitelist = frozenset(domain_whitelist) if domain_whitelist is not None else None
+        #: :class:`~mxtwisted.federation.backoff.DestinationBackoff`: a server that talks to us is up.
+        self._backoff = backoff
 
     def is_allowed(self, server_name: str) -> bool:
         """Whether ``federation_domain_whitelist`` lets us talk to ``server_name``."""
@@ -124,6 +133,10 @@ class FederationAuthenticator:
             raise _unauthorized("X-Matrix destination is not this server")
         if not self.is_allowed(origin):
             raise MatrixError(403, Codes.FORBIDDEN, "Federation with this server is not allowed")
+        if self._backoff is not None:
+            # Before the signature check, which may need its keys from it. (A forged origin only costs
+            # one early retry of that server.)
+            self._backoff.succeeded(origin)
         content = self._content(request)
         obj = request_json(
             request.method.decode("ascii"),

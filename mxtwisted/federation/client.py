@@ -39,6 +39,7 @@ from zope.interface import implementer
 from mxtwisted import __version__
 from mxtwisted.events.signing import SigningKey
 from mxtwisted.federation.auth import x_matrix_header
+from mxtwisted.federation.backoff import DestinationBackoff
 from mxtwisted.federation.discovery import (
     WELL_KNOWN_MAX_SIZE,
     Route,
@@ -53,6 +54,8 @@ USER_AGENT = f"matrixhs/{__version__}".encode("ascii")
 #: Largest federation response body read (Synapse's limit is the same order).
 MAX_RESPONSE_SIZE = 100 * 1024 * 1024
 DEFAULT_TIMEOUT = 60.0
+#: Transactions: retried on the federation sender's own schedule, never refused by the backoff.
+SEND_TRANSACTION_PREFIX = "/_matrix/federation/v1/send/"
 CONNECT_TIMEOUT = 20.0
 
 
@@ -73,6 +76,15 @@ class RequestSendFailed(Exception):
         super().__init__(f"request to {destination} failed: {reason}")
         self.destination = destination
         self.reason = reason
+
+
+class NotRetryingDestination(RequestSendFailed):
+    """The destination did not answer lately and is not tried again before ``retry_at`` (seconds)
+    (:mod:`mxtwisted.federation.backoff`): nothing was sent."""
+
+    def __init__(self, destination: str, retry_at: float) -> None:
+        super().__init__(destination, ConnectError(string="not answering lately; not retrying yet"))
+        self.retry_at = retry_at
 
 
 class FederationDeniedError(RequestSendFailed):
@@ -349,8 +361,11 @@ class FederationClient:
         agent: IAgent,
         domain_whitelist: Optional[list[str]] = None,
         timeout: float = DEFAULT_TIMEOUT,
+        backoff: Optional[DestinationBackoff] = None,
     ) -> None:
         self._reactor = reactor
+        #: Destinations that did not answer lately (shared with whoever wants to know).
+        self.backoff = backoff if backoff is not None else DestinationBackoff(reactor)
         self.server_name = server_name
         self._signing_key = signing_key
         self._agent = agent
@@ -388,6 +403,10 @@ class FederationClient:
     async def _request(self, method: str, destination: str, path: str, args: Optional[dict[str, Any]], body: Any) -> Any:
         if self._whitelist is not None and destination not in self._whitelist:
             raise FederationDeniedError(destination)
+        if not path.startswith(SEND_TRANSACTION_PREFIX):
+            retry_at = self.backoff.retry_at(destination)
+            if retry_at:
+                raise NotRetryingDestination(destination, retry_at)
         uri = self.build_uri(path, args)
         authorization = x_matrix_header(self.server_name, destination, self._signing_key, method, uri, body)
         headers = Headers(
@@ -414,7 +433,9 @@ class FederationClient:
         except defer.CancelledError:
             raise
         except Exception as e:  # DNS, connection, TLS, timeout, bad server name
+            self.backoff.failed(destination)
             raise RequestSendFailed(destination, e) from e
+        self.backoff.succeeded(destination)
         parsed: Any
         try:
             parsed = json.loads(raw.decode("utf-8")) if raw else None
@@ -434,6 +455,7 @@ __all__ = [
     "FederationDeniedError",
     "FederationError",
     "FilteredTLSEndpoint",
+    "NotRetryingDestination",
     "HTTPSWellKnownFetcher",
     "RequestSendFailed",
     "reactor_address_resolver",

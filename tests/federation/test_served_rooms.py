@@ -106,7 +106,10 @@ async def start_federating_homeserver(testcase: unittest.TestCase, keyring: Stat
             components.federation = SimpleNamespace()
         # Keep the rest of the federation components; only trust the test servers' keys.
         components.federation.keyring = keyring
-        components.federation.authenticator = FederationAuthenticator(service.config.server_name, keyring, reactor)
+        client = getattr(components.federation, "client", None)
+        components.federation.authenticator = FederationAuthenticator(
+            service.config.server_name, keyring, reactor, backoff=getattr(client, "backoff", None)
+        )
         if getattr(components, "federation_sender", None) is not None:
             # The fake remote servers cannot be reached: their transactions are kept for the tests.
             components.federation_sender.client = RecordingFederationClient()
