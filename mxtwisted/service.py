@@ -560,7 +560,13 @@ class HomeserverService(MultiService):
             if getattr(self.components, "federation", None) is not None:
                 from mxtwisted.api.federation.rooms import register_served_federation
 
-                register_served_federation(router, self.components, self.signing_keys[0])
+                register_served_federation(
+                    router,
+                    self.components,
+                    self.signing_keys[0],
+                    allow_public_rooms=self.config["allow_public_rooms_over_federation"],
+                    allow_profile_lookup=self.config["allow_profile_lookup_over_federation"],
+                )
                 from mxtwisted.api.federation.transactions import register_transactions
 
                 register_transactions(router, self.components)

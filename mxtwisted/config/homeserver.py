@@ -166,6 +166,30 @@ def _build_schema() -> Mapping:
                 doc="PEM files of CAs to trust for federation instead of the system's trust store (for private"
                 " federations).",
             ),
+            "federation_certificate_verification_whitelist": k(
+                ListOf(Str()),
+                default=list,
+                doc="Server names (or their delegated names) whose certificates are not checked; `*` matches any"
+                " characters, e.g. `*.internal.example`. For servers of your own that cannot have a valid"
+                " certificate; everything else stays checked.",
+            ),
+            "federation_client_minimum_tls_version": k(
+                Str(choices=("1", "1.1", "1.2", "1.3"), numbers=True),
+                "1",
+                doc="The oldest TLS version outgoing federation connections accept (Synapse's default, 1, accepts"
+                " every server; 1.2 refuses servers stuck on TLS 1.0/1.1).",
+            ),
+            "allow_public_rooms_over_federation": k(
+                Bool(),
+                False,
+                doc="Let other servers list this server's public room directory (`/publicRooms` over federation)"
+                " for their users. Off by default, as in Synapse.",
+            ),
+            "allow_profile_lookup_over_federation": k(
+                Bool(),
+                True,
+                doc="Let other servers look up the profiles (display name, avatar) of this server's users.",
+            ),
             "ip_range_blacklist": k(
                 ListOf(Str(check=check_ip_range)),
                 default=lambda: list(DEFAULT_IP_RANGE_BLACKLIST),

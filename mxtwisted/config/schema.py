@@ -52,13 +52,22 @@ class Node:
 class Str(Node):
     description = "a string"
 
-    def __init__(self, choices: Optional[Iterable[str]] = None, check: Optional[Callable[[str], Optional[str]]] = None):
+    def __init__(
+        self,
+        choices: Optional[Iterable[str]] = None,
+        check: Optional[Callable[[str], Optional[str]]] = None,
+        numbers: bool = False,
+    ):
         self.choices = tuple(choices) if choices is not None else None
         self.check = check
+        #: Numbers are read as their text (YAML reads ``1.2`` as a number; Synapse takes ``str()`` of it).
+        self.numbers = numbers
         if self.choices:
             self.description = "one of " + ", ".join(repr(c) for c in self.choices)
 
     def validate(self, value: Any, path: str, report: Report = None) -> str:
+        if self.numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str):
             raise ConfigError(path, f"expected {self.description}, got {_type_name(value)}")
         if self.choices is not None and value not in self.choices:

@@ -134,3 +134,51 @@ class ClientTests(TestCase):
         self.assertTrue(seen["auth"].startswith(b'X-Matrix origin="b.test",destination="a.test",key="ed25519:'))
         await client.get_json("a.test", "/_matrix/federation/v1/state/!r:a.test", args={"event_id": "$e", "limit": 3})
         self.assertEqual(seen["uri"], b"/_matrix/federation/v1/state/!r:a.test?event_id=%24e&limit=3")
+
+
+class TLSSettingsTests(TestCase):
+    """``federation_certificate_verification_whitelist`` and ``federation_client_minimum_tls_version`` over
+    real TLS handshakes."""
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        self.pki = make_pki(os.path.join(self.dir, "pki"))
+        self.key = generate_signing_key()
+
+    def client(self, port, policy):
+        return make_client(self, "b.test", self.key, loopback_discovery({"a.test": port, "other.test": port}), policy)
+
+    async def test_whitelisted_names_skip_the_certificate_check_and_only_they(self):
+        # The name matched is the one connected to (the delegated one): a.test delegates to localhost.
+        from mxtwisted.federation.discovery import ServerDiscovery
+        from tests.federation.support import FakeSrv, FakeWellKnown
+
+        port = listen_tls(self, self.pki, JsonResource(lambda request: {"ok": True}))
+        stranger = make_pki(os.path.join(self.dir, "other"), ca_name="another CA")
+        policy = FederationTLSPolicy(trust_root=load_ca_list([stranger.ca_path]), unverified_names=["LOCAL*"])
+        discovery = ServerDiscovery(
+            FakeWellKnown({"a.test": f"localhost:{port}", "other.test": f"127.0.0.1:{port}"}), FakeSrv()
+        )
+        client = make_client(self, "b.test", self.key, discovery, policy)
+        self.assertEqual(await client.get_json("a.test", "/x"), {"ok": True})
+        with self.assertRaises(RequestSendFailed):
+            await client.get_json("other.test", "/x")
+
+    async def test_minimum_tls_version_refuses_older_servers(self):
+        from twisted.internet import reactor, ssl
+        from twisted.web import server
+
+        cert = ssl.PrivateCertificate.loadPEM(self.pki.cert_pem + self.pki.key_pem)
+        options = ssl.CertificateOptions(
+            privateKey=cert.privateKey.original, certificate=cert.original,
+            lowerMaximumSecurityTo=ssl.TLSVersion.TLSv1_2,
+        )
+        listening = reactor.listenSSL(0, server.Site(JsonResource(lambda request: {"ok": True})), options, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        port = listening.getHost().port
+        trust = load_ca_list([self.pki.ca_path])
+        ok = self.client(port, FederationTLSPolicy(trust_root=trust, minimum_version="1.2"))
+        self.assertEqual(await ok.get_json("a.test", "/x"), {"ok": True})
+        strict = self.client(port, FederationTLSPolicy(trust_root=trust, minimum_version="1.3"))
+        with self.assertRaises(RequestSendFailed):
+            await strict.get_json("a.test", "/x")

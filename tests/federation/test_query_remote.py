@@ -29,7 +29,8 @@ class RemoteQueryTests(unittest.TestCase):
 
     async def setUp(self) -> None:
         self.pki = make_pki(os.path.abspath(self.mktemp()))
-        self.a = await remote_join.start_named_homeserver(self, self.pki)
+        # A shares its room directory over federation (off by default, as in Synapse); B does not.
+        self.a = await remote_join.start_named_homeserver(self, self.pki, allow_public_rooms_over_federation=True)
         self.b = await remote_join.start_named_homeserver(self, self.pki)
         self.a_name = self.a.config.server_name
         self.b_name = self.b.config.server_name
@@ -98,6 +99,21 @@ class RemoteQueryTests(unittest.TestCase):
         with self.assertRaises(FederationError) as caught:
             await client.get_json(self.a_name, F1 + "/publicRooms", {"limit": "x"})
         self.assertEqual((caught.exception.status, caught.exception.errcode), (400, "M_INVALID_PARAM"))
+
+    async def test_directory_and_profiles_can_be_kept_from_other_servers(self) -> None:
+        # B keeps its directory (the default) and, here, its profiles to itself: 403 M_FORBIDDEN for A.
+        client = self.a.components.federation.client
+        with self.assertRaises(FederationError) as caught:
+            await client.get_json(self.b_name, F1 + "/publicRooms")
+        self.assertEqual((caught.exception.status, caught.exception.errcode), (403, "M_FORBIDDEN"))
+        with self.assertRaises(FederationError) as caught:
+            await client.post_json(self.b_name, F1 + "/publicRooms", {})
+        self.assertEqual(caught.exception.status, 403)
+        c = await remote_join.start_named_homeserver(self, self.pki, allow_profile_lookup_over_federation=False)
+        carol = await c.register_user("carol")
+        with self.assertRaises(FederationError) as caught:
+            await client.get_json(c.config.server_name, F1 + "/query/profile", {"user_id": carol["user_id"]})
+        self.assertEqual((caught.exception.status, caught.exception.errcode), (403, "M_FORBIDDEN"))
 
     # -- profiles and aliases -------------------------------------------------------------------------
     async def test_remote_profile(self) -> None:

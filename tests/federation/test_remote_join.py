@@ -25,9 +25,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_named_homeserver(testcase: unittest.TestCase, pki: Any) -> RunningHomeserver:
+async def start_named_homeserver(testcase: unittest.TestCase, pki: Any, **overrides: Any) -> RunningHomeserver:
     """A homeserver named ``127.0.0.1:<port>``: federation over HTTPS on that port (test CA), and the client
-    API over plain HTTP on another (the first listener, used by the test's client requests)."""
+    API over plain HTTP on another (the first listener, used by the test's client requests). ``overrides``:
+    more configuration keys."""
     port = free_port()
     config = tls_listener_config(pki)
     config["listeners"] = [
@@ -36,7 +37,7 @@ async def start_named_homeserver(testcase: unittest.TestCase, pki: Any) -> Runni
     ]
     return await start_homeserver(
         testcase, server_name=f"127.0.0.1:{port}", bcrypt_rounds=4,
-        rc_message={"per_second": 1000, "burst_count": 1000}, **config,
+        rc_message={"per_second": 1000, "burst_count": 1000}, **config, **overrides,
     )
 
 

@@ -37,20 +37,28 @@ def _limit(value: Any) -> Optional[int]:
 
 
 class FederationDirectoryResource:
-    def __init__(self, directory: RoomDirectory) -> None:
+    def __init__(self, directory: RoomDirectory, allowed: bool = True) -> None:
         self._directory = directory
+        #: ``allow_public_rooms_over_federation``.
+        self._allowed = allowed
+
+    def _check_allowed(self) -> None:
+        if not self._allowed:
+            raise MatrixError(403, Codes.FORBIDDEN, "This server does not share its room directory over federation")
 
     def register(self, router: Router, authenticator: Any) -> None:
         router.add("GET", V1 + "/publicRooms", federation_route(authenticator, self.get_public_rooms))
         router.add("POST", V1 + "/publicRooms", federation_route(authenticator, self.post_public_rooms))
 
     async def get_public_rooms(self, request: Any, origin: str) -> dict[str, Any]:
+        self._check_allowed()
         limit = _limit(query_arg(request, "limit"))
         if query_arg(request, "third_party_instance_id") and not parse_bool_arg(request, "include_all_networks"):
             return dict(_NOTHING)
         return await self._directory.public_rooms(limit, query_arg(request, "since"))
 
     async def post_public_rooms(self, request: Any, origin: str) -> dict[str, Any]:
+        self._check_allowed()
         body = parse_json_object(request, allow_empty=True)
         limit = _limit(body.get("limit"))
         since = body.get("since")

@@ -25,10 +25,11 @@ V1 = "/_matrix/federation/v1"
 
 
 class FederationQueryResource:
-    def __init__(self, server_name: str, store: EventStore, profile: ProfileHandler) -> None:
+    def __init__(self, server_name: str, store: EventStore, profile: ProfileHandler, allow_profile_lookup: bool = True) -> None:
         self.server_name = server_name
         self.store = store
         self.profile = profile
+        self.allow_profile_lookup = allow_profile_lookup
 
     def register(self, router: Router, authenticator: Any) -> None:
         router.add("GET", V1 + "/query/directory", federation_route(authenticator, self.query_directory))
@@ -49,6 +50,8 @@ class FederationQueryResource:
         return {"room_id": room_id, "servers": [self.server_name, *sorted(servers)]}
 
     async def query_profile(self, request: Any, origin: str) -> dict[str, Any]:
+        if not self.allow_profile_lookup:
+            raise MatrixError(403, Codes.FORBIDDEN, "Profile lookup over federation is disabled on this homeserver")
         user_id = query_arg(request, "user_id")
         if user_id is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing parameter 'user_id'")

@@ -273,9 +273,17 @@ def _prev_ids(stored: StoredEvent) -> list[str]:
     return [r[0] if isinstance(r, list) else r for r in refs if isinstance(r, (str, list)) and r]
 
 
-def register_served_federation(router: Router, components: Any, signing_key: Any) -> None:
+def register_served_federation(
+    router: Router,
+    components: Any,
+    signing_key: Any,
+    allow_public_rooms: bool = True,
+    allow_profile_lookup: bool = True,
+) -> None:
     """Register the served room and query endpoints (used by ``HomeserverService.build_router`` when
-    ``components.federation`` exists: its ``authenticator`` checks requests, its ``keyring`` signatures)."""
+    ``components.federation`` exists: its ``authenticator`` checks requests, its ``keyring`` signatures).
+    ``allow_public_rooms`` / ``allow_profile_lookup``: ``allow_public_rooms_over_federation`` and
+    ``allow_profile_lookup_over_federation`` (403 M_FORBIDDEN when off)."""
     from mxtwisted.api.federation.query import FederationQueryResource
 
     federation = components.federation
@@ -283,16 +291,16 @@ def register_served_federation(router: Router, components: Any, signing_key: Any
     joins = FederationJoins(components.rooms, signing_key, keyring)
     invites = FederationInvites(components.rooms, signing_key, keyring, getattr(components, "membership", None))
     FederationRoomsResource(components.rooms, joins, invites).register(router, federation.authenticator)
-    FederationQueryResource(components.rooms.server_name, components.rooms.store, components.profile).register(
-        router, federation.authenticator
-    )
+    FederationQueryResource(
+        components.rooms.server_name, components.rooms.store, components.profile, allow_profile_lookup
+    ).register(router, federation.authenticator)
     # Published room directory, space hierarchies, OpenID userinfo (the last without X-Matrix authentication).
     from mxtwisted.api.federation.directory import FederationDirectoryResource
     from mxtwisted.api.federation.hierarchy import FederationHierarchyResource
     from mxtwisted.api.federation.openid import OpenIdUserInfoResource
     from mxtwisted.rooms.directory import RoomDirectory
 
-    FederationDirectoryResource(RoomDirectory(components.rooms, components.policies)).register(
+    FederationDirectoryResource(RoomDirectory(components.rooms, components.policies), allow_public_rooms).register(
         router, federation.authenticator
     )
     FederationHierarchyResource(components.hierarchy).register(router, federation.authenticator)
