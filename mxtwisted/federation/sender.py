@@ -173,6 +173,9 @@ class FederationSender(Service):
             queue.loop = None
             if isinstance(result, Failure) and not result.check(defer.CancelledError):
                 log.failure("Federation sender for {dest} failed", result, dest=queue.destination)
+                # E.g. the database failed while storing the position: what is pending must not wait for
+                # the next event to be sent; try again later.
+                self._back_off(queue, result.value)
 
         queue.loop.addBoth(done)
 

@@ -195,3 +195,29 @@ class SenderTests(unittest.TestCase):
         state = self.sender.queue_state(THEM)
         assert state is not None
         self.assertEqual((state.pending, state.retry_interval, state.retry_call), ({}, 0.0, None))
+
+    def test_a_failing_database_does_not_leave_events_stuck(self) -> None:
+        # Storing the position fails once after a delivered transaction: the loop ends with an error, and
+        # what is pending is sent again after the backoff rather than waiting for the next event.
+        self.new_event()
+        original = self.store.set_position
+        failures = [RuntimeError("database unavailable")]
+
+        async def flaky(destination: str, position: int) -> None:
+            if failures:
+                raise failures.pop()
+            await original(destination, position)
+
+        self.patch(self.store, "set_position", flaky)
+        self.client.answer()
+        self.flushLoggedErrors(RuntimeError)
+        state = self.sender.queue_state(THEM)
+        assert state is not None
+        self.assertIsNone(state.loop)
+        self.assertEqual(state.retry_interval, 5.0)
+        self.new_event()  # arrives during the backoff: waits for it
+        self.assertEqual(len(self.client.calls), 1)
+        self.clock.advance(5)
+        self.assertEqual(self.bodies()[-1], [2])
+        self.client.answer()
+        self.assertEqual(self.store.rows[THEM].last_sent_stream_ordering, 2)
