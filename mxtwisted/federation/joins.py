@@ -98,7 +98,7 @@ class FederationJoins:
                 authoriser = await restricted_join_authoriser(self.engine, room, user_id)
                 if authoriser is not None:
                     content[AUTHORISING_USER] = authoriser
-        template, auth_state = await self.engine.build_template(room, user_id, MEMBER, content, state_key=user_id)
+        template, auth_state, _ = await self.engine.build_template(room, user_id, MEMBER, content, state_key=user_id)
         template["origin"] = self.server_name
         # Dry run of the auth rules against the current state: refuse now what send_* would refuse.
         # (Signatures are checked at send_*; the dry run assumes the ones the auth rules look for.)

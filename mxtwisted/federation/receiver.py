@@ -36,7 +36,7 @@ from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomCache, RoomEngine
 from mxtwisted.rooms.room_state import StateUnknown
 from mxtwisted.storage.database import DatabaseClosedError
-from mxtwisted.storage.events import StateMap
+from mxtwisted.storage.events import StateMap, StoredEvent
 
 log = Logger()
 
@@ -169,7 +169,7 @@ class TransactionReceiver:
     async def handle_pdu(self, origin: str, room: RoomCache, pdu: dict[str, Any], event_id: str) -> None:
         if not await origin_allowed(self.engine, room, origin):
             raise PduError(DENIED)  # spec: ACLs apply per PDU, an error entry for its event ID
-        if await self.store.get_event(event_id) is not None:
+        if _settled(await self.store.get_event(event_id)):
             return
         members = await self.store.get_members(room.room_id, ("join",))
         if not any(server_of(user) == origin for user in members):
@@ -346,7 +346,7 @@ class TransactionReceiver:
                     missing_id = Event(missing, room.version).event_id
                 except Exception:
                     continue
-                if missing_id in waiting or missing_id in refused or await self.store.get_event(missing_id) is not None:
+                if missing_id in waiting or missing_id in refused or _settled(await self.store.get_event(missing_id)):
                     continue
                 try:
                     waiting[missing_id] = await self._checked(missing, room.version)
@@ -369,6 +369,13 @@ class TransactionReceiver:
                         log.info("Missing event {event_id} refused: {error}", event_id=missing_id, error=e.message)
             if not await self._missing_prevs(ev) or not waiting:
                 return
+
+
+def _settled(stored: Optional[StoredEvent]) -> bool:
+    """Whether a received event needs no more work: stored in the timeline, or rejected. One known only as
+    an outlier (an auth or state event fetched earlier, a soft-failed one) is checked again and may take
+    its place in the timeline."""
+    return stored is not None and (not stored.outlier or stored.rejected_reason is not None)
 
 
 def _guess_event_id(pdu: dict[str, Any]) -> Optional[str]:

@@ -49,6 +49,10 @@ EventListener = Callable[[Event, int], Any]
 #: Checks run before an event is persisted; raise MatrixError to refuse (spam checkers, room policies).
 EventCheck = Callable[[Event], Awaitable[None]]
 
+#: At most this many prev_events for a new local event (as Synapse): a room with more forward extremities
+#: is merged over several events.
+MAX_PREV_EVENTS = 10
+
 #: What became of a remote event (:meth:`RoomEngine.persist_remote_event`).
 ACCEPTED = "accepted"
 SOFT_FAILED = "soft_failed"
@@ -277,10 +281,10 @@ class RoomEngine:
         content: dict[str, Any],
         state_key: Optional[str] = None,
         redacts: Optional[str] = None,
-    ) -> tuple[dict[str, Any], dict[tuple[str, str], Event]]:
+    ) -> tuple[dict[str, Any], dict[tuple[str, str], Event], GroupedState]:
         """An unhashed, unsigned event on top of the room's current state: prev_events (the forward
-        extremities), auth_events (selected from the current state), depth. Returns it with the auth state
-        it was selected from. Used by :meth:`send_event` and by federation make_join/make_leave templates
+        extremities, see :meth:`choose_prev_events`), auth_events (selected from the state before it), depth.
+        Returns it with the auth state it was selected from and the state before it. Used by :meth:`send_event` and by federation make_join/make_leave templates
         (rooms v1/v2: without ``event_id``, which the sending server adds)."""
         version = room.version
         event: dict[str, Any] = {
@@ -298,15 +302,17 @@ class RoomEngine:
                 event["content"] = dict(content, redacts=redacts)
             else:
                 event["redacts"] = redacts
-        # auth_events: the current state of the auth types this event needs (spec: "Auth events selection").
+        prev_ids, before = await self.choose_prev_events(room)
+        # auth_events: the state before it of the auth types this event needs (spec: "Auth events selection").
         probe = Event(dict(event, prev_events=[], auth_events=[]), version, event_id="$probe")
         auth_keys = auth_types_for_event(probe)
-        auth_state = await self.get_state_events(room, auth_keys | {("m.room.create", "")})
+        wanted = {key: before.state[key] for key in auth_keys | {("m.room.create", "")} if key in before.state}
+        found = await self.get_event_objects(wanted.values(), version)
+        auth_state = {key: found[eid] for key, eid in wanted.items() if eid in found}
         auth_ids = [
             ev.event_id for key, ev in sorted(auth_state.items())
             if key in auth_keys and not (version.room_id_from_create_event and key == ("m.room.create", ""))
         ]
-        prev_ids = list(room.extremities)
         if version.event_format is EventFormat.V1:
             prev_events = await self.get_event_objects(prev_ids, version)
             auth_events = await self.get_event_objects(auth_ids, version)
@@ -315,7 +321,23 @@ class RoomEngine:
         else:
             event["prev_events"] = prev_ids
             event["auth_events"] = auth_ids
-        return event, auth_state
+        return event, auth_state, before
+
+    async def choose_prev_events(self, room: RoomCache) -> tuple[list[str], GroupedState]:
+        """The prev_events of a new local event and the state before it. Usually every forward extremity
+        (merging forks) and the room's current state. Past :data:`MAX_PREV_EVENTS` extremities (the PDU
+        format allows 20, and other servers' events may leave any number) the deepest ones, and the
+        resolution of the states after them: the rest are merged by later events."""
+        if len(room.extremities) <= MAX_PREV_EVENTS:
+            return list(room.extremities), GroupedState(room.state, room.state_group, room.state_chain_length)
+        events = await self.get_event_objects(room.extremities, room.version)
+        chosen = sorted(room.extremities, key=lambda e: (events[e].depth if e in events else 0, e), reverse=True)
+        chosen = chosen[:MAX_PREV_EVENTS]
+        before = await room_state.state_before(self.store, room.version, chosen)
+        if before.group is not None:
+            info = await self.store.get_state_group_info(before.group)
+            before.chain_length = info[1] if info else 0
+        return chosen, before
 
     async def persist_remote_event(
         self,
@@ -361,9 +383,12 @@ class RoomEngine:
             for event_id in ev.prev_event_ids + ev.auth_event_ids:
                 if event_id not in known or known[event_id].room_id != room_id:
                     raise MatrixError(400, Codes.BAD_JSON, f"Unknown prev or auth event {event_id}")
-            stored = await self.store.get_events([ev.event_id])
-            if ev.event_id in stored:
-                return RemoteOutcome(ev, stored[ev.event_id].stream_ordering, ACCEPTED)
+            stored = (await self.store.get_events([ev.event_id])).get(ev.event_id)
+            if stored is not None and not stored.outlier:
+                return RemoteOutcome(ev, stored.stream_ordering, ACCEPTED)
+            if stored is not None and stored.rejected_reason is not None:
+                raise MatrixError(403, Codes.FORBIDDEN, stored.rejected_reason)
+            # Unknown, or known only as an outlier (then it is checked and takes its place now).
             before = await self._state_before(room, ev)
             create = await self.get_state_events(room, [("m.room.create", "")])
             own_auth = [known[eid] for eid in ev.auth_event_ids]
@@ -449,14 +474,22 @@ class RoomEngine:
         """Remember ``ev`` (an event we missed, checked by the caller against its auth events, or an outlier
         we have) with the state before it as another server told us (``/state``): stored as an outlier with
         the state after it (a snapshot group), so that events built on it can be checked. The events
-        ``state_before`` names must be stored."""
-        if await self.store.get_state_group_of_event(ev.event_id) is not None:
-            return
-        await self.persist_outliers(ev.room_id, [ev])
-        after = dict(state_before)
-        if ev.is_state() and ev.rejected_reason is None:
-            after[(ev.type, ev.state_key or "")] = ev.event_id
-        await self.store.set_event_state(ev.event_id, ev.room_id, self.store.allocate_state_group(), after)
+        ``state_before`` names must be stored. Under the room's lock (the event may be persisted properly
+        by another transaction at the same time)."""
+        lock = self._lock(ev.room_id)
+        await lock.acquire()
+        try:
+            if await self.store.get_state_group_of_event(ev.event_id) is not None:
+                return
+            await self.persist_outliers(ev.room_id, [ev])
+            after = dict(state_before)
+            if ev.is_state() and ev.rejected_reason is None:
+                after[(ev.type, ev.state_key or "")] = ev.event_id
+            await self.store.set_event_state(ev.event_id, ev.room_id, self.store.allocate_state_group(), after)
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(ev.room_id, None)
 
     async def _build_and_persist(
         self,
@@ -468,8 +501,8 @@ class RoomEngine:
         txn: Optional[tuple[str, str, str]],
         redacts: Optional[str],
     ) -> tuple[str, int]:
-        ev = await self._build_checked(room, sender, event_type, content, state_key, redacts)
-        return await self._persist(room, ev, txn)
+        ev, before = await self._build_checked(room, sender, event_type, content, state_key, redacts)
+        return await self._persist(room, ev, txn, before=before)
 
     async def _build_checked(
         self,
@@ -479,11 +512,12 @@ class RoomEngine:
         content: dict[str, Any],
         state_key: Optional[str],
         redacts: Optional[str] = None,
-    ) -> Event:
+    ) -> tuple[Event, GroupedState]:
         """A new local event on the room's current state: built, hashed, signed, in the PDU format (413
-        M_TOO_LARGE / 400 M_BAD_JSON), allowed by the auth rules (403) and by the checks (modules)."""
+        M_TOO_LARGE / 400 M_BAD_JSON), allowed by the auth rules (403) and by the checks (modules). Returns
+        it with the state before it."""
         version = room.version
-        event, auth_state = await self.build_template(room, sender, event_type, content, state_key, redacts)
+        event, auth_state, before = await self.build_template(room, sender, event_type, content, state_key, redacts)
         if version.event_format is EventFormat.V1:
             event["event_id"] = self._new_v1_event_id()
         event = self._hash_and_sign(event, version)
@@ -500,7 +534,7 @@ class RoomEngine:
             raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
         for check in self._checks:
             await check(ev)
-        return ev
+        return ev, before
 
     async def persist_joined_remote_room(
         self, join: Event, state_before: StateMap, outliers: list[Event], creator: Optional[str]
@@ -719,7 +753,7 @@ class RoomEngine:
         persisted: for an invite of a remote user, which the invitee's server must sign first
         (:meth:`persist_built_event` then stores it). Not under the room lock: nothing is written."""
         room = await self.get_room_cache(room_id)
-        return await self._build_checked(room, sender, event_type, content, state_key)
+        return (await self._build_checked(room, sender, event_type, content, state_key))[0]
 
     async def persist_built_event(self, ev: Event, txn: Optional[tuple[str, str, str]] = None) -> tuple[str, int]:
         """Persist an event of :meth:`build_local_event` once complete (e.g. with the invitee server's
@@ -738,7 +772,7 @@ class RoomEngine:
                 check_auth_rules(ev, current)
             except AuthError as e:
                 raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
-            return await self._persist(room, ev, txn)
+            return await self._persist(room, ev, txn, before=await self._state_before(room, ev))
         finally:
             lock.release()
             if not lock.locked and not lock.waiting:

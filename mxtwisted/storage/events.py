@@ -192,10 +192,17 @@ class EventStore:
         event_text = json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
 
         async def txn_fn(txn: Txn) -> None:
+            # An event known so far only as an outlier (fetched as an auth or state event, or as a gap's
+            # prev event) that is now persisted properly takes its new place in the stream (and, as a
+            # timeline event, in /sync). A proper event is never replaced (the engine checks under the
+            # room's lock).
             await txn.execute(
                 "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,"
                 " origin_server_ts, received_ts, json, rejected_reason, outlier, replaces_state)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (event_id) DO UPDATE SET stream_ordering = excluded.stream_ordering,"
+                " received_ts = excluded.received_ts, json = excluded.json, rejected_reason = excluded.rejected_reason,"
+                " outlier = excluded.outlier, replaces_state = excluded.replaces_state WHERE events.outlier = 1",
                 (
                     ctx.stream_ordering, event_id, room_id, ev["type"], state_key, ev["sender"], ev.get("depth", 0),
                     ev.get("origin_server_ts", 0), ctx.received_ts, event_text, ctx.rejected_reason, int(ctx.outlier),
@@ -228,7 +235,9 @@ class EventStore:
                 # Outliers may have one too: a rejected or soft-failed event, or one whose state was fetched
                 # from another server, is known with the state after it without being in the timeline.
                 await txn.execute(
-                    "INSERT INTO event_to_state_groups (event_id, state_group) VALUES (?, ?)", (event_id, ctx.state_group)
+                    "INSERT INTO event_to_state_groups (event_id, state_group) VALUES (?, ?)"
+                    " ON CONFLICT (event_id) DO UPDATE SET state_group = excluded.state_group",
+                    (event_id, ctx.state_group),
                 )
             if ctx.outlier:
                 return

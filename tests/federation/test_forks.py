@@ -218,6 +218,16 @@ class ForkTests(unittest.TestCase):
         self.assertIn(f"{F1}/event_auth/{quote(self.room_id, safe='')}/{quote(message_id, safe='')}", [p for p, _ in fake.calls])
         self.assertTrue((await self.hs.service.storage.events.get_event(new_pl_id)).outlier)
         self.assertEqual(await self.timeline(), ["authorised"])
+        # The power levels event itself arrives later: known so far only as an outlier, it is checked and
+        # takes its place in the room (timeline, state) rather than being ignored as known.
+        self.assertEqual((await self.send_txn("late", [new_pl]))["pdus"], {new_pl_id: {}})
+        stored = await self.hs.service.storage.events.get_event(new_pl_id)
+        self.assertFalse(stored.outlier)
+        current = await self.client("GET", f"/rooms/{self.room_id}/state/m.room.power_levels")
+        self.assertEqual(current["events_default"], 10)
+        sync = await self.client("GET", "/sync")
+        timeline = sync["rooms"]["join"][self.room_id]["timeline"]["events"]
+        self.assertIn(new_pl_id, [e["event_id"] for e in timeline])
 
     async def test_a_closed_database_fails_the_transaction_so_it_is_sent_again(self) -> None:
         # Not the PDU's fault: a per-PDU error would tell the origin not to resend it, and the event would
@@ -240,3 +250,22 @@ class ForkTests(unittest.TestCase):
         self.assertEqual((await self.send_txn("closed", [event]))["pdus"], {event_id: {}})
         self.assertEqual(await self.timeline(), ["retry me"])
         self.flushLoggedErrors(DatabaseClosedError)
+
+    async def test_many_forks_are_merged_ten_at_a_time(self) -> None:
+        # A remote server leaves 25 forward extremities (25 messages on the same prev event): local events
+        # still go out (the PDU format allows 20 prev_events), naming the 10 deepest, until merged.
+        join_depth = await self.depth_of(self.join_id)
+        forks = [
+            await self.remote_event("m.room.message", {"msgtype": "m.text", "body": f"f{i}"}, self.join_id, join_depth + 1)
+            for i in range(25)
+        ]
+        resp = await self.send_txn("forks", [event for event, _ in forks])
+        self.assertEqual(set(resp["pdus"]), {event_id for _, event_id in forks})
+        self.assertEqual([r for r in resp["pdus"].values() if r], [])
+        self.assertEqual(len(await self.extremities()), 25)
+        sizes = []
+        for i in range(3):
+            event_id = await self.local_message(f"merge{i}")
+            sizes.append(len((await self.hs.service.storage.events.get_event(event_id)).json["prev_events"]))
+        self.assertEqual(sizes, [10, 10, 7])
+        self.assertEqual(len(await self.extremities()), 1)
