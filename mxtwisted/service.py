@@ -566,6 +566,7 @@ class HomeserverService(MultiService):
                     self.signing_keys[0],
                     allow_public_rooms=self.config["allow_public_rooms_over_federation"],
                     allow_profile_lookup=self.config["allow_profile_lookup_over_federation"],
+                    users=self.storage.users,
                 )
                 from mxtwisted.api.federation.transactions import register_transactions
 

@@ -42,6 +42,7 @@ from mxtwisted.events.room_versions import RoomVersion, UnsupportedRoomVersion, 
 from mxtwisted.events.signing import SignatureVerifyError, cosign_event, required_signers
 from mxtwisted.events.validation import EventValidationError, is_valid_user_id, validate_event
 from mxtwisted.federation.pdu_checks import verify_server_signature
+from mxtwisted.federation.room_acl import check_origin_allowed
 from mxtwisted.federation.server_visibility import server_of
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.rooms.engine import RoomCache, RoomEngine
@@ -135,14 +136,18 @@ def _invalid(message: str) -> MatrixError:
 
 # -- the served invite ---------------------------------------------------------------------------------------
 class FederationInvites:
-    def __init__(self, engine: RoomEngine, signing_key: Any, keyring: Any, membership: Any = None) -> None:
+    def __init__(
+        self, engine: RoomEngine, signing_key: Any, keyring: Any, membership: Any = None, users: Any = None
+    ) -> None:
         """``keyring``: ``verify_json_for_server`` (None refuses every invite); ``membership``: the
-        MembershipHandler, whose checks (spam checkers) are asked about each invite (optional)."""
+        MembershipHandler, whose checks (spam checkers) are asked about each invite (optional); ``users``:
+        the user store (``get_user``): only existing, active users are invited (optional)."""
         self.engine = engine
         self.server_name = engine.server_name
         self._signing_key = signing_key
         self._keyring = keyring
         self._membership = membership
+        self._users = users
 
     async def on_invite(self, origin: str, room_id: str, event_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """``PUT /v2/invite``: check, sign, keep; returns ``{"event": the invite with our signature}``."""
@@ -160,8 +165,19 @@ class FederationInvites:
         if not isinstance(event, dict):
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing 'event'")
         event = {k: v for k, v in event.items() if k != "unsigned"}
+        try:
+            room = await self.engine.get_room_cache(room_id)
+        except MatrixError:
+            room = None
+        if room is not None:
+            # Spec "Server Access Control Lists": /invite is protected by the room's ACL.
+            await check_origin_allowed(self.engine, room, origin)
         ev = await self._check_invite(origin, room_id, event_id, event, version)
         target = ev.state_key or ""
+        if self._users is not None:
+            user = await self._users.get_user(target)
+            if user is None or user.deactivated:
+                raise MatrixError(404, Codes.NOT_FOUND, "The invited user does not exist")
         if self._membership is not None:
             await self._membership.check_remote_invite(ev.sender, room_id, target)
         try:

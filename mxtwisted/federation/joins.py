@@ -71,6 +71,14 @@ class FederationJoins:
         self._signing_key = signing_key
         self._keyring = keyring
 
+    async def _active_room(self, room_id: str) -> Any:
+        """A room we can build on: known, with a local user joined now. A room all our users left is not
+        followed any more (our state of it is stale): 404, so that the asking server tries another."""
+        room = await self.engine.get_room_cache(room_id)
+        if not room.members_joined_local:
+            raise MatrixError(404, Codes.NOT_FOUND, "Not an active room on this server")
+        return room
+
     # -- make_* ----------------------------------------------------------------------------
     async def make_membership(
         self, origin: str, room_id: str, user_id: str, membership: str, supported_versions: Optional[list[str]]
@@ -80,7 +88,7 @@ class FederationJoins:
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user ID")
         if server_of(user_id) != origin:
             raise MatrixError(403, Codes.FORBIDDEN, "The user does not belong to the requesting server")
-        room = await self.engine.get_room_cache(room_id)
+        room = await self._active_room(room_id)
         version = room.version
         if supported_versions is not None and version.identifier not in supported_versions:
             raise MatrixError(
@@ -120,7 +128,7 @@ class FederationJoins:
         countersigned it)."""
         if not isinstance(event_dict, dict):
             raise MatrixError(400, Codes.BAD_JSON, "The body must be an event")
-        room = await self.engine.get_room_cache(room_id)
+        room = await self._active_room(room_id)
         version = room.version
         _check_knock_version(membership, version)
         if event_dict.get("room_id") != room_id:

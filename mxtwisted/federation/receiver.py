@@ -7,14 +7,17 @@ The PDUs of one room are handled in the order they came, different rooms concurr
 entry in the answer's ``pdus`` map: ``{}`` when it was accepted (or was already known), ``{"error": ...}``
 when it was refused; a bad PDU never fails the whole transaction.
 
-For each PDU: the room must be known here and the origin must have a joined member in it; the event ID is
-computed per the room version; a content hash that does not match makes us use the redacted event (spec);
-the signatures of every server that must sign it are checked through the keyring; when its prev_events are
-not known, the missing ones are asked from the origin with ``POST /get_missing_events`` (a few rounds at
-most) and handled first; then :meth:`RoomEngine.persist_remote_event` checks its format, its auth events and
-the auth rules (against its own auth events and the current state) and persists it.
+For each PDU (spec "Checks performed on receipt of a PDU"): the room must be known here and the origin
+allowed by its server ACL; the event ID is computed per the room version; a content hash that does not
+match makes us use the redacted event; the signatures of every server that must sign it are checked through
+the keyring. What it needs is fetched from the origin: missing prev_events with ``/get_missing_events`` (a
+few rounds), missing auth events with ``/event_auth``, and, when we are too far behind, the state at its
+prev events with ``/state``. :meth:`RoomEngine.persist_remote_event` then checks the auth rules against its
+auth events, the state before it and the current state (rejecting or soft-failing it) and persists it,
+resolving the room's state at forks. A transaction fails as a whole (5xx, so that it is sent again) only
+when this server cannot store anything (a closed database).
 
-EDUs (typing, receipts, presence, to-device, device lists) are acknowledged and ignored for now.
+EDUs are handed to ``edu_handler`` (mxtwisted.federation.edus) after the PDUs.
 """
 
 from __future__ import annotations
@@ -171,9 +174,6 @@ class TransactionReceiver:
             raise PduError(DENIED)  # spec: ACLs apply per PDU, an error entry for its event ID
         if _settled(await self.store.get_event(event_id)):
             return
-        members = await self.store.get_members(room.room_id, ("join",))
-        if not any(server_of(user) == origin for user in members):
-            raise PduError("Your server has no user in this room")
         pdu = await self._checked(pdu, room.version)
         ev = Event(pdu, room.version)
         missing = await self._missing_prevs(ev)

@@ -315,9 +315,25 @@ class ServedInviteTests(unittest.TestCase):
         resp = await self.fed("PUT", f"{path}/{quote(good_id)}", dict(self.invite_body(good), room_version="999"),
                               expect=400, errcode="M_INCOMPATIBLE_ROOM_VERSION")
         self.assertEqual(resp["room_version"], "999")
+        # A user this server does not have.
+        nobody, nobody_id = self.remote_event("m.room.member", "@nobody:test.local", {"membership": "invite"})
+        await self.fed("PUT", f"{path}/{quote(nobody_id)}", self.invite_body(nobody), expect=404, errcode="M_NOT_FOUND")
         # None of them became an invite.
         sync = await self.client("GET", "/sync")
         self.assertEqual(sync["rooms"]["invite"], {})
+
+    async def test_invite_to_a_known_room_obeys_its_server_acl(self) -> None:
+        # A room of ours whose ACL denies the remote server: its invites are refused (spec: /invite is
+        # protected by the room's ACL), while an allowed server's are not.
+        room_id = await self.create_room()
+        await self.client("PUT", f"/rooms/{room_id}/state/m.room.server_acl", {"allow": ["*"], "deny": [served.REMOTE]})
+        self.room_id = room_id
+        bob = await self.hs.register_user("bob")
+        version = self.hs.config.default_room_version
+        self.version = get_room_version(version)
+        event, event_id = self.remote_event("m.room.member", bob["user_id"], {"membership": "invite"})
+        body = dict(self.invite_body(event), room_version=version)
+        await self.fed("PUT", f"{F2}/invite/{quote(room_id)}/{quote(event_id)}", body, expect=403, errcode="M_FORBIDDEN")
 
     async def test_v12_invite_needs_the_create_event(self) -> None:
         version = get_room_version("12")

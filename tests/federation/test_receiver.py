@@ -137,7 +137,11 @@ class ReceiverTests(unittest.TestCase):
         event["room_id"] = other_room
         event, event_id = self.remote.sign({k: v for k, v in event.items() if k not in ("signatures", "hashes")}, self.version.identifier)
         resp = await self.send_txn("t", [event])
-        self.assertIn("no user", resp["pdus"][event_id]["error"])
+        # Not refused up front (its server may have joined through another one), but it cannot pass: its
+        # prev_events are not of this room and its sender is not in it.
+        self.assertIn("error", resp["pdus"][event_id])
+        timeline = await self.client("GET", f"/rooms/{other_room}/messages?dir=b&limit=50")
+        self.assertNotIn(event_id, [e["event_id"] for e in timeline["chunk"]])
 
     async def test_tampered_content_is_redacted(self) -> None:
         event, event_id = await self.message("secret")

@@ -213,6 +213,17 @@ class ServedRoomsTests(unittest.TestCase):
         code, resp = await self.remote.request("GET", f"{F1}/make_join/{room_id}/@bob:{REMOTE}?ver={version}", sign=False)
         self.assertEqual((code, resp["errcode"]), (401, "M_UNAUTHORIZED"))
 
+    async def test_rooms_we_left_are_not_served_for_joins(self) -> None:
+        # Once alice (our only user) leaves, our state of the room goes stale: the joining server must ask
+        # one that is still in it (404, as Synapse), for make_join and send_join alike.
+        room_id = await self.create_room()
+        version = self.hs.config.default_room_version
+        made = await self.fed("GET", f"{F1}/make_join/{room_id}/@bob:{REMOTE}?ver={version}")
+        event, event_id = self.remote.sign(made["event"], version)
+        await self.client("POST", f"/rooms/{room_id}/leave", {})
+        await self.fed("GET", f"{F1}/make_join/{room_id}/@bob:{REMOTE}?ver={version}", expect=404, errcode="M_NOT_FOUND")
+        await self.fed("PUT", f"{F2}/send_join/{room_id}/{event_id}", event, expect=404, errcode="M_NOT_FOUND")
+
     async def test_send_join_refusals(self) -> None:
         room_id = await self.create_room()
         version = self.hs.config.default_room_version

@@ -46,8 +46,10 @@ class FederationQueryResource:
             raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found")
         room_id = found[0]
         members = await self.store.get_members(room_id, ("join",))
-        servers = {server_of(user) for user in members} - {self.server_name}
-        return {"room_id": room_id, "servers": [self.server_name, *sorted(servers)]}
+        servers = {server_of(user) for user in members}
+        # Ourselves first when a user of ours is in the room (else we could not help anybody join it).
+        ours = [self.server_name] if self.server_name in servers else []
+        return {"room_id": room_id, "servers": ours + sorted(servers - {self.server_name})}
 
     async def query_profile(self, request: Any, origin: str) -> dict[str, Any]:
         if not self.allow_profile_lookup:

@@ -279,6 +279,7 @@ def register_served_federation(
     signing_key: Any,
     allow_public_rooms: bool = True,
     allow_profile_lookup: bool = True,
+    users: Any = None,
 ) -> None:
     """Register the served room and query endpoints (used by ``HomeserverService.build_router`` when
     ``components.federation`` exists: its ``authenticator`` checks requests, its ``keyring`` signatures).
@@ -289,7 +290,9 @@ def register_served_federation(
     federation = components.federation
     keyring = getattr(federation, "keyring", None)
     joins = FederationJoins(components.rooms, signing_key, keyring)
-    invites = FederationInvites(components.rooms, signing_key, keyring, getattr(components, "membership", None))
+    invites = FederationInvites(
+        components.rooms, signing_key, keyring, getattr(components, "membership", None), users=users
+    )
     FederationRoomsResource(components.rooms, joins, invites).register(router, federation.authenticator)
     FederationQueryResource(
         components.rooms.server_name, components.rooms.store, components.profile, allow_profile_lookup
