@@ -74,18 +74,27 @@ async def room_state_pdus(engine: RoomEngine, room: RoomCache, member: Optional[
     return [events[key].get_pdu_json() for key in keys if key in events]
 
 
+#: Entries of a received invite_room_state / knock_room_state that are looked at.
+MAX_ROOM_STATE_ENTRIES = 50
+
+
 async def checked_room_state(
     entries: Any, version: RoomVersion, room_id: str, keyring: Any, require_create: bool
 ) -> list[dict[str, Any]]:
     """The stripped state to keep for clients from a received ``invite_room_state`` / ``knock_room_state``.
     Raises :class:`InvalidRoomState` when ``require_create`` and the room's create event is not among them
-    (only checked in rooms whose ID derives from the create event, where it can be verified)."""
+    (only checked in rooms whose ID derives from the create event, where it can be verified).
+
+    Stripped state is a preview that clients must not trust, so only the create event (which proves the
+    room's version and, from v12, its ID) has its signatures checked, and at most
+    :data:`MAX_ROOM_STATE_ENTRIES` entries are looked at: a remote server must not make us fetch the keys
+    of any number of made-up servers."""
     kept: list[dict[str, Any]] = []
     create_ok = False
-    for entry in entries if isinstance(entries, list) else []:
+    for entry in entries[:MAX_ROOM_STATE_ENTRIES] if isinstance(entries, list) else []:
         if not isinstance(entry, dict):
             continue
-        if "signatures" in entry and "hashes" in entry:
+        if entry.get("type") == "m.room.create" and "signatures" in entry and "hashes" in entry:
             try:
                 ev = await _checked_state_pdu(entry, version, room_id, keyring)
             except (InvalidRoomState, EventValidationError, SignatureVerifyError, ContentHashError) as e:

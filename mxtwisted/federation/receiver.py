@@ -339,6 +339,8 @@ class TransactionReceiver:
             events = response.get("events") if isinstance(response, dict) else None
             if not isinstance(events, list) or not events:
                 return
+            # No more than asked for: each one costs signature checks and possibly more requests.
+            events = events[:MISSING_EVENTS_LIMIT]
             for missing in events:
                 if not isinstance(missing, dict) or missing.get("room_id") != room.room_id:
                     continue

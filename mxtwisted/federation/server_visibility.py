@@ -86,7 +86,9 @@ async def filter_events_for_server(
     store: EventStore, server_name: str, events: list[StoredEvent], version: RoomVersion
 ) -> list[dict]:
     """The PDUs of ``events`` (in input order) as ``server_name`` may receive them: each in full when
-    the server may see it, else redacted."""
+    the server may see it, else redacted. Rejected events are left out (as Synapse: they are not part of
+    the room for anybody)."""
+    events = [ev for ev in events if ev.rejected_reason is None]
     visible = await visible_to_server(store, server_name, events)
     result = []
     for ev in events:

@@ -267,8 +267,9 @@ class ServedInviteTests(unittest.TestCase):
             "invite_room_state": [
                 create,
                 {"type": "m.room.name", "state_key": "", "sender": f"@carol:{served.REMOTE}", "content": {"name": "Garden"}},
-                # A PDU with a bad signature is dropped.
-                dict(create, type="m.room.topic", content={"topic": "forged"}),
+                # A create event with a bad signature is dropped (the create event is the one entry
+                # checked: it proves the room's version; the rest is an untrusted preview).
+                dict(create, content={"room_version": "10", "creator": f"@mallory:{served.REMOTE}"}),
             ],
         }
 

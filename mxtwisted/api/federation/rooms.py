@@ -143,7 +143,7 @@ class FederationRoomsResource:
     # -- retrieving events ------------------------------------------------------------------
     async def get_event(self, request: Any, origin: str, eventId: str) -> dict[str, Any]:
         stored = await self.store.get_event(eventId)
-        if stored is None:
+        if stored is None or stored.rejected_reason is not None:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown event")
         room = await self._room_for(origin, stored.room_id)
         pdus = await filter_events_for_server(self.store, origin, [stored], room.version)
