@@ -57,6 +57,8 @@ SPACE = "m.space"
 MAX_ROOMS_PER_PAGE = 50
 #: Children considered in one federation answer (as Synapse).
 MAX_CHILDREN_PER_SPACE = 50
+#: Rooms looked at (shown or not) for one page of the client hierarchy.
+MAX_LOOKUPS_PER_PAGE = 100
 #: How long a ``next_batch`` token stays valid, and how many may be pending at once.
 SESSION_LIFETIME_MS = 5 * 60 * 1000
 MAX_SESSIONS = 1000
@@ -144,11 +146,15 @@ class RoomHierarchy:
         else:
             queue, processed = [_QueueEntry(room_id, [])], set()
         rooms: list[dict[str, Any]] = []
-        while queue and len(rooms) < page:
+        # Rooms that turn out inaccessible or unreachable count too: a space of thousands of dead children
+        # must not make one request walk all of them (each may ask other servers).
+        looked_at = 0
+        while queue and len(rooms) < page and looked_at < MAX_LOOKUPS_PER_PAGE:
             entry = queue.pop()
             if entry.room_id in processed:
                 continue
             processed.add(entry.room_id)
+            looked_at += 1
             summary, children_state, known_children, inaccessible = await self._describe(
                 entry, user_id, suggested_only, max_depth
             )
@@ -196,6 +202,7 @@ class RoomHierarchy:
             children_state = room_json.pop("children_state", [])
             if suggested_only:
                 children_state = [c for c in children_state if _is_suggested(c)]
+            children_state = sorted(children_state, key=_child_order)[:MAX_CHILDREN_PER_SPACE]
             summary = room_json
             known = {c["room_id"]: c for c in answer["children"]}
             inaccessible = set(answer["inaccessible_children"])
