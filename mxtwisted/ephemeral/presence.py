@@ -148,6 +148,8 @@ class PresenceHandler(Service):
         #: Remote users who are not offline → ms when their server last told us about them.
         self._remote_seen: dict[str, int] = {}
         self._listeners: list[PresenceListener] = []
+        #: While the start-up read of stored states runs: the users whose presence changed meanwhile.
+        self._changed_while_loading: Optional[set[str]] = None
         self.source = PresenceStreamSource(self)
         if enabled:
             rooms.add_listener(self._on_event)
@@ -194,9 +196,18 @@ class PresenceHandler(Service):
         return defer.DeferredList(pending).addCallback(lambda _: None)
 
     async def _load(self) -> None:
-        """Resume the timers of users who were not offline when the server last stopped."""
+        """Resume the timers of users who were not offline when the server last stopped. A user whose
+        presence changed while this read was running keeps that newer state (the read may predate it: a
+        user set offline meanwhile must not come back online from it)."""
         now = self.now_ms()
-        for state in await self.store.get_not_offline():
+        self._changed_while_loading = set()
+        try:
+            stored_states = await self.store.get_not_offline()
+        finally:
+            changed, self._changed_while_loading = self._changed_while_loading, None
+        for state in stored_states:
+            if state.user_id in changed:
+                continue
             if self._is_mine(state.user_id):
                 self._states.setdefault(state.user_id, state)
             else:
@@ -379,6 +390,8 @@ class PresenceHandler(Service):
         new = new.replace(
             currently_active=new.state == ONLINE and now - new.last_active_ts < self.last_active_granularity_ms
         )
+        if self._changed_while_loading is not None:
+            self._changed_while_loading.add(new.user_id)
         self._states[new.user_id] = new
         if new.state == OFFLINE and not self._is_syncing(new.user_id, now):
             # Offline users have no timers; the stored row is their state.

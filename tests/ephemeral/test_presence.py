@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -190,6 +191,19 @@ class PresenceHandlerTests(TestCase):
         await self.presence.set_state(self.alice, ONLINE, "here")
         await self.presence.on_deactivated(self.alice, False)
         self.assertEqual(await self.presence.get_presence(self.alice, self.alice), {"presence": OFFLINE, "last_active_ago": 0})
+
+    async def test_a_slow_start_up_read_does_not_undo_newer_changes(self) -> None:
+        # The start-up read of stored states is slow (a loaded machine); alice, online when it was taken,
+        # is deactivated before it returns: she stays offline.
+        await self.presence.set_state(self.alice, ONLINE, "here")
+        store = self.hs.storage.presence
+        stale = await store.get_not_offline()
+        read: defer.Deferred = defer.Deferred()
+        self.patch(store, "get_not_offline", lambda: read)
+        restarted = self.make_handler()
+        await restarted.on_deactivated(self.alice, False)
+        read.callback(stale)
+        self.assertEqual(await restarted.get_presence(self.alice, self.alice), {"presence": OFFLINE, "last_active_ago": 0})
 
     async def test_timers_resume_after_a_restart(self) -> None:
         await self.presence.set_presence(self.alice, ONLINE)
