@@ -28,7 +28,7 @@ failed: 502 (404 when all of them said they did not know the room).
 from __future__ import annotations
 
 import secrets
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional, TypeVar
 from urllib.parse import quote
 
 from twisted.logger import Logger
@@ -112,31 +112,9 @@ class RemoteJoiner:
         candidates = [
             s for s in dict.fromkeys(servers) if s != self.server_name and is_valid_server_name(s)
         ]
-        if not candidates:
-            raise MatrixError(404, Codes.NOT_FOUND, "No known servers to join the room through")
-        all_not_found = True
-        for server in candidates:
-            try:
-                return await self._join_via(server, user_id, room_id, reason)
-            except FederationError as e:
-                if e.status >= 500 or e.errcode in FAILOVER_ERRCODES:
-                    log.info("make_join/send_join via {server}: {status} {errcode}", server=server, status=e.status,
-                             errcode=e.errcode)
-                    all_not_found = all_not_found and e.status == 404
-                    continue
-                message = e.body.get("error") if isinstance(e.body, dict) else None
-                extra = {"room_version": e.body["room_version"]} if isinstance(e.body, dict) and "room_version" in e.body else None
-                raise MatrixError(
-                    e.status, e.errcode or Codes.UNKNOWN,
-                    message if isinstance(message, str) else f"{server} refused the join", extra=extra,
-                ) from None
-            except (RequestSendFailed, InvalidResponse) as e:
-                log.info("Joining {room} via {server} failed: {e}", room=room_id, server=server, e=e)
-                all_not_found = False
-                continue
-        if all_not_found:
-            raise MatrixError(404, Codes.NOT_FOUND, "No server could find the room")
-        raise MatrixError(502, Codes.UNKNOWN, "Failed to join the room via any server")
+        return await through_first_server(
+            candidates, lambda server: self._join_via(server, user_id, room_id, reason), room_id, "join", "join"
+        )
 
     async def _join_via(self, server: str, user_id: str, room_id: str, reason: Optional[str]) -> str:
         made = await self._client.get_json(
@@ -248,6 +226,47 @@ class RemoteJoiner:
             raise InvalidResponse(str(e)) from None
 
 
+T = TypeVar("T")
+
+
+def passed_through(e: FederationError, server: str, what: str) -> MatrixError:
+    """A remote refusal as the client's error: its status, errcode and message (and ``room_version``)."""
+    body = e.body if isinstance(e.body, dict) else {}
+    message = body.get("error")
+    extra = {"room_version": body["room_version"]} if "room_version" in body else None
+    return MatrixError(
+        e.status, e.errcode or Codes.UNKNOWN, message if isinstance(message, str) else f"{server} refused the {what}",
+        extra=extra,
+    )
+
+
+async def through_first_server(
+    candidates: list[str], attempt: Callable[[str], Awaitable[T]], room_id: str, verb: str, noun: str
+) -> T:
+    """``attempt(server)`` with each candidate in turn until one works (joins and knocks, spec "Joining
+    Rooms"): a server that does not know the room, errs or cannot be reached makes way for the next; a refusal
+    (4xx) is the client's answer. 404 when no candidate or every one said it does not know the room, else 502."""
+    if not candidates:
+        raise MatrixError(404, Codes.NOT_FOUND, f"No known servers to {verb} the room through")
+    all_not_found = True
+    for server in candidates:
+        try:
+            return await attempt(server)
+        except FederationError as e:
+            if e.status >= 500 or e.errcode in FAILOVER_ERRCODES:
+                log.info("{noun} via {server}: {status} {errcode}", noun=noun, server=server, status=e.status,
+                         errcode=e.errcode)
+                all_not_found = all_not_found and e.status == 404
+                continue
+            raise passed_through(e, server, noun) from None
+        except (RequestSendFailed, InvalidResponse) as e:
+            log.info("{noun} of {room} via {server} failed: {e}", noun=noun, room=room_id, server=server, e=e)
+            all_not_found = False
+    if all_not_found:
+        raise MatrixError(404, Codes.NOT_FOUND, "No server could find the room")
+    raise MatrixError(502, Codes.UNKNOWN, f"Failed to {verb} the room via any server")
+
+
 def check_membership_template(template: Any, user_id: str, room_id: str, membership: str) -> None:
     """A make_join/make_leave/make_knock template must be that membership of our user in that room (spec:
     the template is checked before we sign anything built from it). Raises InvalidResponse."""
@@ -292,4 +311,4 @@ def _create_id(events: dict[str, Event], state_ids: list[str], version: RoomVers
     return creates[0]
 
 
-__all__ = ["RemoteJoiner", "InvalidResponse"]
+__all__ = ["RemoteJoiner", "InvalidResponse", "passed_through", "through_first_server"]

@@ -54,11 +54,12 @@ from mxtwisted.federation.invites import (
 )
 from mxtwisted.federation.pdu_checks import verify_server_signature
 from mxtwisted.federation.remote_join import (
-    FAILOVER_ERRCODES,
     InvalidResponse,
     RemoteJoiner,
     check_membership_template,
+    passed_through,
     sign_from_template,
+    through_first_server,
 )
 from mxtwisted.federation.server_visibility import server_of
 from mxtwisted.http.errors import Codes, MatrixError
@@ -73,17 +74,6 @@ MEMBER = "m.room.member"
 
 def _q(value: str) -> str:
     return quote(value, safe="")
-
-
-def _passed_through(e: FederationError, server: str, what: str) -> MatrixError:
-    """A remote refusal as the client's error: its status, errcode and message (and ``room_version``)."""
-    body = e.body if isinstance(e.body, dict) else {}
-    message = body.get("error")
-    extra = {"room_version": body["room_version"]} if "room_version" in body else None
-    return MatrixError(
-        e.status, e.errcode or Codes.UNKNOWN, message if isinstance(message, str) else f"{server} refused the {what}",
-        extra=extra,
-    )
 
 
 class RemoteMemberships:
@@ -127,7 +117,7 @@ class RemoteMemberships:
                      status=e.status, errcode=e.errcode)
             if e.status >= 500:
                 raise MatrixError(502, Codes.UNKNOWN, f"The invitee's server failed ({e.status})") from None
-            raise _passed_through(e, server, "invite") from None
+            raise passed_through(e, server, "invite") from None
         except RequestSendFailed as e:
             log.info("Invite of {target}: {server} cannot be reached: {e}", target=target, server=server, e=e)
             raise MatrixError(502, Codes.UNKNOWN, "The invitee's server cannot be reached") from None
@@ -166,23 +156,9 @@ class RemoteMemberships:
         """Knock on a room this server is not in, through the first of ``servers`` that works (then the room
         ID's server). Returns the knock's event ID."""
         candidates = self._candidates(servers + _room_id_server(room_id))
-        if not candidates:
-            raise MatrixError(404, Codes.NOT_FOUND, "No known servers to knock on the room through")
-        all_not_found = True
-        for server in candidates:
-            try:
-                return await self._knock_via(server, user_id, room_id, reason)
-            except FederationError as e:
-                if e.status >= 500 or e.errcode in FAILOVER_ERRCODES:
-                    all_not_found = all_not_found and e.status == 404
-                    continue
-                raise _passed_through(e, server, "knock") from None
-            except (RequestSendFailed, InvalidResponse) as e:
-                log.info("Knocking on {room} via {server} failed: {e}", room=room_id, server=server, e=e)
-                all_not_found = False
-        if all_not_found:
-            raise MatrixError(404, Codes.NOT_FOUND, "No server could find the room")
-        raise MatrixError(502, Codes.UNKNOWN, "Failed to knock on the room via any server")
+        return await through_first_server(
+            candidates, lambda server: self._knock_via(server, user_id, room_id, reason), room_id, "knock on", "knock"
+        )
 
     async def _knock_via(self, server: str, user_id: str, room_id: str, reason: Optional[str]) -> str:
         made = await self._client.get_json(

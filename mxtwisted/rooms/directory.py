@@ -27,6 +27,7 @@ import base64
 import binascii
 import bisect
 import json
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
 
 from twisted.logger import Logger
@@ -307,3 +308,36 @@ def _parse_since(since: Optional[str]) -> tuple[str, Optional[tuple[int, str]]]:
         return direction, (members, room_id)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise MatrixError(400, Codes.INVALID_PARAM, "Invalid 'since' token") from None
+
+
+@dataclass
+class DirectorySearch:
+    """The search of a ``POST /publicRooms`` body (client or federation API), checked."""
+
+    since: Optional[str]
+    term: Optional[str]
+    room_types: Optional[list]
+    #: The ``filter`` object as given (``{}`` when absent), to pass on to another server.
+    filter: dict
+
+
+def parse_directory_search(body: dict) -> DirectorySearch:
+    """``since`` and ``filter`` (``generic_search_term``, ``room_types``) of a ``POST /publicRooms`` body;
+    400 M_BAD_JSON when they have the wrong types."""
+    since = body.get("since")
+    if since is not None and not isinstance(since, str):
+        raise MatrixError(400, Codes.BAD_JSON, "'since' must be a string")
+    search_filter = body.get("filter")
+    if search_filter is None:
+        search_filter = {}
+    if not isinstance(search_filter, dict):
+        raise MatrixError(400, Codes.BAD_JSON, "'filter' must be an object")
+    term = search_filter.get("generic_search_term")
+    if term is not None and not isinstance(term, str):
+        raise MatrixError(400, Codes.BAD_JSON, "'filter.generic_search_term' must be a string")
+    room_types = search_filter.get("room_types")
+    if room_types is not None and (
+        not isinstance(room_types, list) or not all(t is None or isinstance(t, str) for t in room_types)
+    ):
+        raise MatrixError(400, Codes.BAD_JSON, "'filter.room_types' must be a list of strings or nulls")
+    return DirectorySearch(since, term, room_types, search_filter)

@@ -4,7 +4,6 @@ with a test CA, X-Matrix, real keyrings; nothing faked (failures are injected by
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 from urllib.parse import quote
 
@@ -16,7 +15,6 @@ from mxtwisted.events.room_versions import get_room_version
 from mxtwisted.events.signing import generate_signing_key, sign_event
 from mxtwisted.federation.client import RequestSendFailed
 from tests.federation import test_remote_join as remote_join
-from tests.federation.support import make_pki
 from tests.support.homeserver import RunningHomeserver
 
 HISTORY_JOINED = {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}}
@@ -29,12 +27,7 @@ class BackfillTests(unittest.TestCase):
     public_room = remote_join.RemoteJoinTests.public_room
 
     async def setUp(self) -> None:
-        self.pki = make_pki(os.path.abspath(self.mktemp()))
-        self.a = await remote_join.start_named_homeserver(self, self.pki)
-        self.b = await remote_join.start_named_homeserver(self, self.pki)
-        self.a_name = self.a.config.server_name
-        self.alice = await self.a.register_user("alice")
-        self.bob = await self.b.register_user("bob")
+        await remote_join.start_two_servers(self)
         # Every federation GET B makes (path), recorded by wrapping B's real client.
         self.b_requests: list[str] = []
         client = self.b.components.federation.client

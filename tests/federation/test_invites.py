@@ -9,7 +9,6 @@ signed and kept, and what is refused.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 from urllib.parse import quote
 
@@ -25,7 +24,6 @@ from mxtwisted.http.errors import MatrixError
 from tests.federation import test_remote_join as remote_join
 from tests.federation import test_served_rooms as served
 from tests.federation import test_two_servers as two
-from tests.federation.support import make_pki
 from tests.support.homeserver import RunningHomeserver
 
 F1 = "/_matrix/federation/v1"
@@ -41,13 +39,7 @@ class InviteTests(unittest.TestCase):
     since = two.TwoServersTests.since
 
     async def setUp(self) -> None:
-        self.pki = make_pki(os.path.abspath(self.mktemp()))
-        self.a = await remote_join.start_named_homeserver(self, self.pki)
-        self.b = await remote_join.start_named_homeserver(self, self.pki)
-        self.a_name = self.a.config.server_name
-        self.b_name = self.b.config.server_name
-        self.alice = await self.a.register_user("alice")
-        self.bob = await self.b.register_user("bob")
+        await remote_join.start_two_servers(self)
         self.alice_id, self.bob_id = self.alice["user_id"], self.bob["user_id"]
 
     async def tearDown(self) -> None:

@@ -4,7 +4,6 @@ other server, and space hierarchies with a child room on the other server."""
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 from urllib.parse import quote
 
@@ -12,7 +11,6 @@ from twisted.trial import unittest
 
 from mxtwisted.federation.client import FederationError
 from tests.federation import test_remote_join as remote_join
-from tests.federation.support import make_pki
 from tests.federation.test_remote_join import free_port
 from tests.support.homeserver import RunningHomeserver
 from tests.support.spec import spec_problems
@@ -28,14 +26,8 @@ class RemoteQueryTests(unittest.TestCase):
     public_room = remote_join.RemoteJoinTests.public_room
 
     async def setUp(self) -> None:
-        self.pki = make_pki(os.path.abspath(self.mktemp()))
         # A shares its room directory over federation (off by default, as in Synapse); B does not.
-        self.a = await remote_join.start_named_homeserver(self, self.pki, allow_public_rooms_over_federation=True)
-        self.b = await remote_join.start_named_homeserver(self, self.pki)
-        self.a_name = self.a.config.server_name
-        self.b_name = self.b.config.server_name
-        self.alice = await self.a.register_user("alice")
-        self.bob = await self.b.register_user("bob")
+        await remote_join.start_two_servers(self, a_config={"allow_public_rooms_over_federation": True})
 
     async def checked(self, hs: RunningHomeserver, user: Optional[dict], method: str, path: str, body: Any = None,
                       expect: int = 200, errcode: Optional[str] = None, spec: bool = True) -> Any:

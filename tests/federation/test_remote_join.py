@@ -41,15 +41,21 @@ async def start_named_homeserver(testcase: unittest.TestCase, pki: Any, **overri
     )
 
 
+async def start_two_servers(testcase: Any, a_config: Optional[dict] = None) -> None:
+    """Two named homeservers federating over HTTPS with one test CA: ``testcase.a`` (``a_name``, with the user
+    ``alice``; ``a_config``: more configuration keys for it) and ``testcase.b`` (``b_name``, with ``bob``)."""
+    testcase.pki = make_pki(os.path.abspath(testcase.mktemp()))
+    testcase.a = await start_named_homeserver(testcase, testcase.pki, **(a_config or {}))
+    testcase.b = await start_named_homeserver(testcase, testcase.pki)
+    testcase.a_name = testcase.a.config.server_name
+    testcase.b_name = testcase.b.config.server_name
+    testcase.alice = await testcase.a.register_user("alice")
+    testcase.bob = await testcase.b.register_user("bob")
+
+
 class RemoteJoinTests(unittest.TestCase):
     async def setUp(self) -> None:
-        self.pki = make_pki(os.path.abspath(self.mktemp()))
-        self.a = await start_named_homeserver(self, self.pki)
-        self.b = await start_named_homeserver(self, self.pki)
-        self.a_name = self.a.config.server_name
-        self.b_name = self.b.config.server_name
-        self.alice = await self.a.register_user("alice")
-        self.bob = await self.b.register_user("bob")
+        await start_two_servers(self)
 
     async def call(self, hs: RunningHomeserver, user: dict, method: str, path: str, body: Any = None,
                    expect: int = 200, errcode: Optional[str] = None) -> Any:

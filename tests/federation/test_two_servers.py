@@ -4,7 +4,6 @@ TransactionReceiver, with no fakes in between (HTTPS with a test CA, X-Matrix, r
 
 from __future__ import annotations
 
-import os
 from typing import Any, Awaitable, Callable, Optional
 from urllib.parse import quote
 
@@ -13,7 +12,6 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from tests.federation import test_remote_join as remote_join
-from tests.federation.support import make_pki
 from tests.support.homeserver import RunningHomeserver
 
 #: How long an event may take to reach the other server (seconds).
@@ -27,13 +25,7 @@ class TwoServersTests(unittest.TestCase):
     public_room = remote_join.RemoteJoinTests.public_room
 
     async def setUp(self) -> None:
-        self.pki = make_pki(os.path.abspath(self.mktemp()))
-        self.a = await remote_join.start_named_homeserver(self, self.pki)
-        self.b = await remote_join.start_named_homeserver(self, self.pki)
-        self.a_name = self.a.config.server_name
-        self.b_name = self.b.config.server_name
-        self.alice = await self.a.register_user("alice")
-        self.bob = await self.b.register_user("bob")
+        await remote_join.start_two_servers(self)
         # Record what each server's real receiver answered (origin, answer): nothing is faked, only watched.
         self.answers: dict[str, list[tuple[str, dict]]] = {}
         for hs in (self.a, self.b):

@@ -20,7 +20,7 @@ from mxtwisted.handlers.auth import Authenticator
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object, query_arg
 from mxtwisted.http.router import Router
-from mxtwisted.rooms.directory import RoomDirectory
+from mxtwisted.rooms.directory import RoomDirectory, parse_directory_search
 
 
 def _check_room_id(room_id: str) -> None:
@@ -110,33 +110,18 @@ class DirectoryResource:
         limit = body.get("limit")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise MatrixError(400, Codes.BAD_JSON, "'limit' must be a non-negative integer")
-        since = body.get("since")
-        if since is not None and not isinstance(since, str):
-            raise MatrixError(400, Codes.BAD_JSON, "'since' must be a string")
-        search_filter = body.get("filter")
-        if search_filter is None:
-            search_filter = {}
-        if not isinstance(search_filter, dict):
-            raise MatrixError(400, Codes.BAD_JSON, "'filter' must be an object")
-        term = search_filter.get("generic_search_term")
-        if term is not None and not isinstance(term, str):
-            raise MatrixError(400, Codes.BAD_JSON, "'filter.generic_search_term' must be a string")
-        room_types = search_filter.get("room_types")
-        if room_types is not None and (
-            not isinstance(room_types, list) or not all(t is None or isinstance(t, str) for t in room_types)
-        ):
-            raise MatrixError(400, Codes.BAD_JSON, "'filter.room_types' must be a list of strings or nulls")
+        search = parse_directory_search(body)
         if remote:
             assert server is not None
             tpid = body.get("third_party_instance_id")
             return await self.remote.public_rooms(
-                server, limit, since, search_filter or None, bool(body.get("include_all_networks")),
+                server, limit, search.since, search.filter or None, bool(body.get("include_all_networks")),
                 tpid if isinstance(tpid, str) else None,
             )
         if body.get("third_party_instance_id") is not None and not body.get("include_all_networks"):
             # No application-service networks exist here: a named network has no rooms.
             return {"chunk": [], "total_room_count_estimate": 0}
-        return await self.directory.public_rooms(limit, since, term, room_types)
+        return await self.directory.public_rooms(limit, search.since, search.term, search.room_types)
 
     def _check_server(self, server: Optional[str]) -> bool:
         """Whether ``server`` names another server (400 for an invalid name, 404 without federation)."""

@@ -17,7 +17,7 @@ from mxtwisted.api.federation.rooms import federation_route
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.http.resource import parse_json_object, query_arg
 from mxtwisted.http.router import Router
-from mxtwisted.rooms.directory import RoomDirectory
+from mxtwisted.rooms.directory import RoomDirectory, parse_directory_search
 
 V1 = "/_matrix/federation/v1"
 _NOTHING: dict[str, Any] = {"chunk": [], "total_room_count_estimate": 0}
@@ -61,20 +61,7 @@ class FederationDirectoryResource:
         self._check_allowed()
         body = parse_json_object(request, allow_empty=True)
         limit = _limit(body.get("limit"))
-        since = body.get("since")
-        if since is not None and not isinstance(since, str):
-            raise MatrixError(400, Codes.BAD_JSON, "'since' must be a string")
-        search_filter = body.get("filter") or {}
-        if not isinstance(search_filter, dict):
-            raise MatrixError(400, Codes.BAD_JSON, "'filter' must be an object")
-        term = search_filter.get("generic_search_term")
-        if term is not None and not isinstance(term, str):
-            raise MatrixError(400, Codes.BAD_JSON, "'filter.generic_search_term' must be a string")
-        room_types = search_filter.get("room_types")
-        if room_types is not None and (
-            not isinstance(room_types, list) or not all(t is None or isinstance(t, str) for t in room_types)
-        ):
-            raise MatrixError(400, Codes.BAD_JSON, "'filter.room_types' must be a list of strings or nulls")
+        search = parse_directory_search(body)
         if body.get("third_party_instance_id") is not None and not body.get("include_all_networks"):
             return dict(_NOTHING)
-        return await self._directory.public_rooms(limit, since, term, room_types)
+        return await self._directory.public_rooms(limit, search.since, search.term, search.room_types)
