@@ -106,6 +106,8 @@ class ClientComponents:
     federation_edus: Any = None
     #: Joins of local users to rooms of other servers (mxtwisted.federation.remote_join.RemoteJoiner).
     remote_join: Any = None
+    #: Completes rooms joined with partial state (mxtwisted.federation.partial_state.PartialStateSyncer).
+    partial_state: Any = None
     #: Invites of remote users, knocks and rejections over federation (mxtwisted.federation.remote_membership).
     remote_membership: Any = None
     #: Questions to other servers for clients: profiles, directories, hierarchies
@@ -316,6 +318,15 @@ class HomeserverService(MultiService):
         )
         engine.add_listener(components.federation_sender.on_new_event)
         components.federation_sender.setServiceParent(self)
+        # -- federation: joins with partial state; the full state is fetched in the background ------
+        from mxtwisted.federation.partial_state import PartialStateSyncer
+
+        syncer = PartialStateSyncer(self.reactor, engine, components.federation.client, components.federation.keyring)
+        syncer.setServiceParent(self)
+        components.partial_state = syncer
+        components.remote_join.partial_joins = cfg["federation_partial_state_joins"]
+        components.remote_join.on_partial_join = syncer.complete
+        components.federation_sender.extra_destinations = engine.partial_state_servers
         # -- federation: typing, receipts and presence both ways (EDUs) ----------------------
         from mxtwisted.federation.edus import EduHandler, EduSender
 

@@ -13,9 +13,9 @@ Synapse (a few registrations and joins at a time). Then, R times:
 Each run uses new joining servers, so every join is a first (remote) join of that server. The two sides
 alternate who goes first, so that neither always meets a cold origin. Two times are taken per join:
 "join" is until POST /join returns; "full" is until GET /joined_members on the joining server lists
-every member (N + 2: creator, members, joiner). Synapse asks the origin for partial state
-(``omit_members``, MSC3706 "faster joins") and finishes fetching the members in the background, so its
-"join" can be much shorter than its "full"; matrixhs fetches the full state before answering.
+every member (N + 2: creator, members, joiner). Both servers ask the origin for partial state
+(``omit_members``, "faster joins") and finish fetching the members in the background, so "join" can be much
+shorter than "full" (matrixhs: ``federation_partial_state_joins``, on by default).
 
 Usage (progress on stderr, the table on stdout):
 
@@ -218,8 +218,7 @@ def print_table(args: argparse.Namespace, results: dict[str, list[tuple[float, f
         full_ratio = median([f for _, f in ours]) / median([f for _, f in theirs])
         print(f"ratio matrixhs/Synapse of the median: join {join_ratio:.2f}, full {full_ratio:.2f}")
     print("join: until POST /join returns. full: until GET /joined_members on the joining server lists everyone.")
-    print("Synapse joins with partial state (omit_members, MSC3706) and fetches the members afterwards;")
-    print("matrixhs fetches the full state before POST /join returns.")
+    print("Both join with partial state (omit_members) and fetch the members afterwards.")
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -179,6 +179,13 @@ def _build_schema() -> Mapping:
                 doc="The oldest TLS version outgoing federation connections accept (Synapse's default, 1, accepts"
                 " every server; 1.2 refuses servers stuck on TLS 1.0/1.1).",
             ),
+            "federation_partial_state_joins": k(
+                Bool(),
+                True,
+                doc="Join big rooms of other servers with partial state (send_join `omit_members`): the join"
+                " returns once the state without most member events is checked, and the members are fetched in"
+                " the background. Off: every join waits for the whole state.",
+            ),
             "allow_public_rooms_over_federation": k(
                 Bool(),
                 False,

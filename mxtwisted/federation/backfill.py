@@ -187,9 +187,11 @@ class Backfiller:
                     server = server_of(stored.state_key)
                     counts[server] = counts.get(server, 0) + 1
         ordered = sorted(counts, key=lambda s: (-counts[s], s))
-        for user_id in sorted(await self.store.get_members(room.room_id, ("join",))):
-            if server_of(user_id) not in ordered:
-                ordered.append(server_of(user_id))
+        # A room joined with partial state knows few members yet: its resident servers stand in for them.
+        servers_now = [server_of(u) for u in sorted(await self.store.get_members(room.room_id, ("join",)))]
+        for server in [*(room.partial_servers or []), *servers_now]:
+            if server not in ordered:
+                ordered.append(server)
         return [s for s in ordered if s and s != self.server_name]
 
     async def _get(self, server: str, path: str, args: dict[str, Any]) -> Any:

@@ -255,41 +255,7 @@ class TransactionReceiver:
         await self.engine.persist_with_state(target, state)
 
     async def _store_fetched(self, room: RoomCache, raws: list[Any], extra: list[Any] = ()) -> dict[str, Event]:
-        """Check fetched PDUs (format, room, signatures, hashes: bad ones are dropped), check each against
-        its auth events in auth order (rejected ones are marked), and store the new ones as outliers except
-        ``extra`` (returned checked, not stored). Returns every checked event by ID, the ones we already had
-        included (as stored)."""
-        version = room.version
-        fetched: dict[str, dict[str, Any]] = {}
-        for raw in [*raws, *extra]:
-            try:
-                if not isinstance(raw, dict) or Event(raw, version).room_id != room.room_id:
-                    continue
-            except Exception:
-                continue
-            try:
-                checked = await self._checked(raw, version)
-                fetched[Event(checked, version).event_id] = checked
-            except PduError as e:
-                log.info("Dropping a fetched event: {error}", error=e)
-        known = await self.engine.get_event_objects(fetched, version)
-        events: dict[str, Event] = dict(known)
-        for event_id, checked in fetched.items():
-            events.setdefault(event_id, Event(checked, version))
-        # Auth events outside the answer that we have (and the room's create event): needed to check the new.
-        create_id = room.state.get(("m.room.create", ""))
-        wanted = {a for ev in events.values() for a in ev.auth_event_ids} | {create_id} - {None}
-        known.update(await self.engine.get_event_objects(wanted - set(events), version))
-        events.update(known)
-        new = [ev for ev in auth_order(events, version, room.room_id) if ev.event_id not in known]
-        for ev in new:
-            if create_id is not None and create_id in events:
-                check_against_auth_events(ev, events, create_id)
-            else:
-                ev.rejected_reason = "the room's create event is unknown"
-        extra_ids = {Event(raw, version).event_id for raw in extra if isinstance(raw, dict)}
-        await self.engine.persist_outliers(room.room_id, [ev for ev in new if ev.event_id not in extra_ids])
-        return events
+        return await store_fetched_events(self.engine, self.keyring, room, raws, extra)
 
     async def _fetch(self, origin: str, path: str, args: Optional[dict[str, Any]] = None) -> Any:
         try:
@@ -371,6 +337,45 @@ class TransactionReceiver:
                         log.info("Missing event {event_id} refused: {error}", event_id=missing_id, error=e.message)
             if not await self._missing_prevs(ev) or not waiting:
                 return
+
+
+async def store_fetched_events(
+    engine: RoomEngine, keyring: Any, room: RoomCache, raws: list[Any], extra: list[Any] = ()
+) -> dict[str, Event]:
+    """Check PDUs fetched from another server (format, room, signatures, hashes: bad ones are dropped), check
+    each against its auth events in auth order (rejected ones are marked), and store the new ones as outliers
+    except ``extra`` (returned checked, not stored). Returns every checked event by ID, the ones we already
+    had included (as stored). Used for gaps, missing auth events and the full state of a partial join."""
+    version = room.version
+    fetched: dict[str, dict[str, Any]] = {}
+    for raw in [*raws, *extra]:
+        try:
+            if not isinstance(raw, dict) or Event(raw, version).room_id != room.room_id:
+                continue
+        except Exception:
+            continue
+        try:
+            fetched[Event(raw, version).event_id] = (await check_pdu(keyring, raw, version)).get_dict()
+        except PduCheckError as e:
+            log.info("Dropping a fetched event: {error}", error=e)
+    known = await engine.get_event_objects(fetched, version)
+    events: dict[str, Event] = dict(known)
+    for event_id, checked in fetched.items():
+        events.setdefault(event_id, Event(checked, version))
+    # Auth events outside the answer that we have (and the room's create event): needed to check the new.
+    create_id = room.state.get(("m.room.create", ""))
+    wanted = {a for ev in events.values() for a in ev.auth_event_ids} | {create_id} - {None}
+    known.update(await engine.get_event_objects(wanted - set(events), version))
+    events.update(known)
+    new = [ev for ev in auth_order(events, version, room.room_id) if ev.event_id not in known]
+    for ev in new:
+        if create_id is not None and create_id in events:
+            check_against_auth_events(ev, events, create_id)
+        else:
+            ev.rejected_reason = "the room's create event is unknown"
+    extra_ids = {Event(raw, version).event_id for raw in extra if isinstance(raw, dict)}
+    await engine.persist_outliers(room.room_id, [ev for ev in new if ev.event_id not in extra_ids])
+    return events
 
 
 def _settled(stored: Optional[StoredEvent]) -> bool:

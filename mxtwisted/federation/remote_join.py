@@ -84,6 +84,10 @@ class RemoteJoiner:
         self._keyring = keyring
         self._signing_key = signing_key
         self._profiles = profiles
+        #: Ask for partial state (``omit_members``) when joining; the full state is then fetched in the
+        #: background by whoever ``on_partial_join(room_id)`` tells (mxtwisted.federation.partial_state).
+        self.partial_joins = False
+        self.on_partial_join: Optional[Callable[[str], Any]] = None
 
     # -- aliases ------------------------------------------------------------------------------
     async def resolve_alias(self, alias: str) -> tuple[str, list[str]]:
@@ -130,11 +134,19 @@ class RemoteJoiner:
             raise InvalidResponse(f"unknown room version {made.get('room_version')!r}") from None
         event = await self._build_join(made.get("event"), version, user_id, room_id, reason)
         event_id = Event(event, version).event_id
+        # Partial state ("faster joins", spec send_join omit_members): the answer leaves out most member
+        # events; the full state is fetched in the background (mxtwisted.federation.partial_state).
         resp = await self._client.put_json(
-            server, f"{F2}/send_join/{_path_part(room_id)}/{_path_part(event_id)}", event
+            server, f"{F2}/send_join/{_path_part(room_id)}/{_path_part(event_id)}", event,
+            {"omit_members": "true"} if self.partial_joins else None,
         )
-        join, state, outliers, creator = await self._check_send_join(resp, event, version, room_id)
-        await self.engine.persist_joined_remote_room(join, state, outliers, creator)
+        partial_servers = _partial_servers(resp, server) if self.partial_joins else None
+        join, state, outliers, creator = await self._check_send_join(
+            resp, event, version, room_id, partial=partial_servers is not None
+        )
+        await self.engine.persist_joined_remote_room(join, state, outliers, creator, partial_servers=partial_servers)
+        if partial_servers is not None and self.on_partial_join is not None:
+            self.on_partial_join(room_id)
         return join.event_id
 
     async def _build_join(
@@ -156,7 +168,7 @@ class RemoteJoiner:
 
     # -- checking the send_join answer --------------------------------------------------------------
     async def _check_send_join(
-        self, resp: Any, our_join: dict[str, Any], version: RoomVersion, room_id: str
+        self, resp: Any, our_join: dict[str, Any], version: RoomVersion, room_id: str, partial: bool = False
     ) -> tuple[Event, StateMap, list[Event], Optional[str]]:
         """(the join to persist, the state before it, the events to store as outliers in auth order,
         the room's creator)."""
@@ -213,7 +225,11 @@ class RemoteJoiner:
             check_auth_events_list(join, own)
             check_auth_rules(join, {("m.room.create", ""): create} | {(a.type, a.state_key or ""): a for a in own})
             keys = auth_types_for_event(join) | {("m.room.create", "")}
-            check_auth_rules(join, {key: events[state[key]] for key in keys if key in state})
+            returned = {key: events[state[key]] for key in keys if key in state}
+            if partial:
+                # Member events may be left out of a partial state: the join's own auth events stand in.
+                returned = {(a.type, a.state_key or ""): a for a in own} | returned
+            check_auth_rules(join, returned)
         except AuthError as e:
             raise InvalidResponse(f"the join is not allowed by the room's state: {e.reason}") from None
         return join, state, ordered, create.sender
@@ -265,6 +281,16 @@ async def through_first_server(
     if all_not_found:
         raise MatrixError(404, Codes.NOT_FOUND, "No server could find the room")
     raise MatrixError(502, Codes.UNKNOWN, f"Failed to {verb} the room via any server")
+
+
+def _partial_servers(resp: Any, server: str) -> Optional[list[str]]:
+    """The resident servers of a send_join answer with ``members_omitted`` (spec: ``servers_in_room``, which
+    is then required; the answering server at least), or None for a full answer."""
+    if not isinstance(resp, dict) or resp.get("members_omitted") is not True:
+        return None
+    servers = resp.get("servers_in_room")
+    listed = [s for s in servers if isinstance(s, str) and is_valid_server_name(s)] if isinstance(servers, list) else []
+    return list(dict.fromkeys([server, *listed]))
 
 
 def check_membership_template(template: Any, user_id: str, room_id: str, membership: str) -> None:

@@ -16,7 +16,7 @@ it, in the rooms it shares with us now (:meth:`FederationQueueStore.get_catch_up
 from __future__ import annotations
 
 import itertools
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -78,6 +78,9 @@ class FederationSender(Service):
         self._txn_counter = itertools.count(1)
         self._stopping = False
         self._loading: Optional[defer.Deferred] = None
+        #: ``extra_destinations(room_id)``: servers to send a room's events to besides those of its known
+        #: members (the resident servers of a room joined with partial state).
+        self.extra_destinations: Optional[Callable[[str], list[str]]] = None
 
     # -- service ---------------------------------------------------------------------------
     def startService(self) -> None:
@@ -126,6 +129,8 @@ class FederationSender(Service):
     async def _enqueue_event(self, event: Event, stream_ordering: int) -> None:
         members = await self._events.get_members(event.room_id, ("join",))
         destinations = {server_of(user) for user in members}
+        if self.extra_destinations is not None:
+            destinations.update(self.extra_destinations(event.room_id))
         if event.type == "m.room.member" and event.state_key:
             # A kicked, banned or invited user's server hears about it too.
             destinations.add(server_of(event.state_key))

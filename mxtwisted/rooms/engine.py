@@ -41,6 +41,13 @@ from mxtwisted.rooms import room_state
 from mxtwisted.rooms.room_state import GroupedState
 from mxtwisted.storage.backfill import BackfilledEvent, persist_backfilled
 from mxtwisted.storage.events import EventStore, PersistContext, StateMap, StoredEvent, needs_snapshot
+from mxtwisted.storage.partial_state import (
+    PartialRoom,
+    add_partial_room,
+    complete_partial_room,
+    get_partial_room,
+    groups_since,
+)
 
 log = Logger()
 
@@ -48,6 +55,9 @@ log = Logger()
 EventListener = Callable[[Event, int], Any]
 #: Checks run before an event is persisted; raise MatrixError to refuse (spam checkers, room policies).
 EventCheck = Callable[[Event], Awaitable[None]]
+
+#: How long a reader of a room joined with partial state waits for its full state.
+FULL_STATE_WAIT_SECONDS = 60.0
 
 #: At most this many prev_events for a new local event (as Synapse): a room with more forward extremities
 #: is merged over several events.
@@ -78,6 +88,9 @@ class RoomCache:
     extremities: list[str]
     depth: int
     members_joined_local: set[str] = field(default_factory=set)
+    #: Joined with partial state (``omit_members``) and not complete yet: the resident servers then, which
+    #: stand in for the member list (see mxtwisted.federation.partial_state). None: the state is complete.
+    partial_servers: Optional[list[str]] = None
 
 
 class RoomEngine:
@@ -101,6 +114,8 @@ class RoomEngine:
         self._events_max = 20_000
         self._listeners: list[EventListener] = []
         self._checks: list[EventCheck] = []
+        #: Readers waiting for the full state of rooms joined with partial state.
+        self._full_state_waiters: dict[str, list[defer.Deferred]] = {}
 
     # -- hooks -----------------------------------------------------------------
     def add_listener(self, listener: EventListener) -> None:
@@ -146,6 +161,9 @@ class RoomEngine:
             user for user, _ in (await self.store.get_members(room_id, ("join",))).items() if self._is_local(user)
         }
         cache = RoomCache(room_id, version, state, group, chain, extremities, depth, joined)
+        partial = await get_partial_room(self.store, room_id)
+        if partial is not None:
+            cache.partial_servers = partial.servers
         self._rooms[room_id] = cache
         while len(self._rooms) > self._rooms_max:
             oldest, _ = next(iter(self._rooms.items()))
@@ -403,7 +421,8 @@ class RoomEngine:
                 before_events = await self.get_event_objects(
                     [before.state[k] for k in keys if k in before.state], version
                 )
-                check_auth_rules(ev, {k: before_events[before.state[k]] for k in keys if before.state.get(k) in before_events})
+                before_map = {k: before_events[before.state[k]] for k in keys if before.state.get(k) in before_events}
+                check_auth_rules(ev, _with_own_auth(room, before_map, own_auth))
             except AuthError as e:
                 if from_transaction:
                     rejected = Event(ev.get_dict(), version, event_id=ev.event_id, rejected_reason=e.reason)
@@ -411,7 +430,7 @@ class RoomEngine:
                 raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
             try:
                 current = await self.get_state_events(room, auth_types_for_event(ev) | {("m.room.create", "")})
-                check_auth_rules(ev, current)
+                check_auth_rules(ev, _with_own_auth(room, current, own_auth))
             except AuthError as e:
                 if not from_transaction:
                     raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
@@ -537,7 +556,12 @@ class RoomEngine:
         return ev, before
 
     async def persist_joined_remote_room(
-        self, join: Event, state_before: StateMap, outliers: list[Event], creator: Optional[str]
+        self,
+        join: Event,
+        state_before: StateMap,
+        outliers: list[Event],
+        creator: Optional[str],
+        partial_servers: Optional[list[str]] = None,
     ) -> int:
         """Store a room of another server that a local user has just joined (federation send_join): the
         checked auth chain and state as outliers (``outliers``, auth events first; rejected ones keep their
@@ -548,22 +572,28 @@ class RoomEngine:
         A room we know but have no joined user in any more (we stopped following it when our last user left)
         is rejoined the same way: the returned state replaces our stale current state and the join becomes
         the only forward extremity (what we had is history). Raises 409 if a local user is joined by now
-        (then the join is a local one). Returns the join's stream ordering."""
+        (then the join is a local one). Returns the join's stream ordering.
+
+        ``partial_servers``: joined with partial state (``servers_in_room``); the room is recorded as partial
+        before the join is stored, so that a stop in between resumes fetching the full state."""
         room_id = join.room_id
         version = join.room_version
         lock = self._lock(room_id)
         await lock.acquire()
         try:
+            if partial_servers is not None:
+                await add_partial_room(self.store, PartialRoom(room_id, join.event_id, partial_servers), self.now_ms())
             if await self.store.get_room(room_id) is not None:
                 room = await self.get_room_cache(room_id)
                 if room.members_joined_local or room.version.identifier != version.identifier:
                     raise MatrixError(409, Codes.UNKNOWN, "The room changed while joining it; try again")
+                room.partial_servers = partial_servers
                 await self.persist_outliers(room_id, [ev for ev in outliers if ev.event_id != join.event_id])
                 before = GroupedState(dict(state_before), None)
                 return (await self._persist(room, join, txn=None, full_state=True, before=before, rejoin=True))[1]
             await self.persist_outliers(room_id, [ev for ev in outliers if ev.event_id != join.event_id])
             await self.store.store_room(room_id, version.identifier, creator, False, self.now_ms())
-            room = RoomCache(room_id, version, dict(state_before), None, 0, [], 0)
+            room = RoomCache(room_id, version, dict(state_before), None, 0, [], 0, partial_servers=partial_servers)
             self._rooms[room_id] = room
             return (await self._persist(room, join, txn=None, full_state=True))[1]
         finally:
@@ -701,6 +731,83 @@ class RoomEngine:
                 log.failure("Event listener failed")
         return ev.event_id, stream_ordering
 
+    def partial_state_servers(self, room_id: str) -> list[str]:
+        """The resident servers of a room joined with partial state whose full state is not here yet (they
+        stand in for its member list when sending), else []. From the room cache only (no I/O)."""
+        room = self._rooms.get(room_id)
+        return list(room.partial_servers) if room is not None and room.partial_servers else []
+
+    async def wait_full_state(self, room_id: str, timeout: float = FULL_STATE_WAIT_SECONDS) -> None:
+        """For readers of a room's members (``/state``, ``/members``, ``/joined_members``): return once the
+        room's full state is here when it was joined with partial state (at most ``timeout`` seconds, then
+        with what there is), at once otherwise (as Synapse)."""
+        try:
+            room = await self.get_room_cache(room_id)
+        except MatrixError:
+            return
+        if room.partial_servers is None:
+            return
+        waiter: defer.Deferred = defer.Deferred()
+        self._full_state_waiters.setdefault(room_id, []).append(waiter)
+        call = self._clock.callLater(timeout, lambda: waiter.called or waiter.callback(None))
+        try:
+            await waiter
+        finally:
+            if call.active():
+                call.cancel()
+            waiting = self._full_state_waiters.get(room_id, [])
+            if waiter in waiting:
+                waiting.remove(waiter)
+
+    async def complete_partial_state(self, room_id: str, join_event_id: str, full_before_join: StateMap) -> None:
+        """Put the full state of a room joined with partial state in place (the events it names are stored):
+        the state after the join becomes ``full_before_join`` plus the join, and every state since the join
+        (of later events, and the room's current state) gains the keys it lacked, keeping what changed since
+        the join. One transaction; the room is then no longer partial."""
+        lock = self._lock(room_id)
+        await lock.acquire()
+        try:
+            room = await self.get_room_cache(room_id)
+            if room.partial_servers is None:
+                return
+            partial_after_join = await self.store.get_state_ids_at_event(join_event_id) or {}
+            join = (await self.get_event_objects([join_event_id], room.version)).get(join_event_id)
+            full_after_join = dict(full_before_join)
+            if join is not None and join.state_key is not None:
+                full_after_join[(join.type, join.state_key)] = join_event_id
+
+            def completed(state: StateMap) -> StateMap:
+                changed = {k: v for k, v in state.items() if partial_after_join.get(k) != v}
+                return full_after_join | changed
+
+            events = await groups_since(self.store, room_id, join_event_id)
+            states = await self.store.get_state_ids_for_groups(set(events.values()))
+            remap: dict[int, int] = {}
+            new_groups: dict[int, StateMap] = {}
+            for old in sorted(set(events.values())):
+                group = remap[old] = self.store.allocate_state_group()
+                new_groups[group] = completed(states.get(old, {}))
+            new_current = completed(room.state)
+            current_delta = {k: v for k, v in new_current.items() if room.state.get(k) != v}
+            await complete_partial_room(
+                self.store, room_id, new_groups, {eid: remap[g] for eid, g in events.items()}, current_delta
+            )
+            room.state = new_current
+            room.state_group = remap.get(room.state_group) if room.state_group is not None else None
+            room.state_chain_length = 0
+            room.partial_servers = None
+            log.info("Full state of {room_id} in place ({count} state entries)", room_id=room_id, count=len(new_current))
+            for waiter in self._full_state_waiters.pop(room_id, []):
+                if not waiter.called:
+                    waiter.callback(None)
+        except BaseException:
+            self._rooms.pop(room_id, None)
+            raise
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(room_id, None)
+
     def _group_for(self, ctx: PersistContext, room: RoomCache, state: StateMap) -> tuple[int, int]:
         """A new state group for a resolved current state, written with the event (``ctx``): a delta on the
         room's current group when that is short and no key is dropped, else a snapshot. (group, chain)."""
@@ -804,6 +911,15 @@ class RoomEngine:
             lock.release()
             if not lock.locked and not lock.waiting:
                 self._locks.pop(ev.room_id, None)
+
+
+def _with_own_auth(room: RoomCache, state: dict[tuple[str, str], Event], own_auth: list[Event]) -> dict:
+    """The auth state to check a remote event against. With partial state (members omitted), a key the state
+    lacks (the sender's membership, mostly) is taken from the event's own auth events, which were checked:
+    the full state, when it comes, decides for later events (as Synapse does meanwhile)."""
+    if room.partial_servers is None:
+        return state
+    return {(a.type, a.state_key or ""): a for a in own_auth} | state
 
 
 def _hashes_ref(event: Optional[Event]) -> dict[str, str]:

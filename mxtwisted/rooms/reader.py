@@ -127,7 +127,9 @@ class RoomReader:
         return (await self.serialize([stored], user_id, device_id))[0]
 
     async def visible_state_ids(self, room_id: str, user_id: str) -> dict[tuple[str, str], str]:
-        """Current state for members; the state when they left for former members; current for world_readable."""
+        """Current state for members; the state when they left for former members; current for world_readable.
+        A room joined with partial state is read once its full state is here (its members are missing before)."""
+        await self.engine.wait_full_state(room_id)
         membership = await self._reading_membership(room_id, user_id)
         room = await self.engine.get_room_cache(room_id)
         if membership == "join":

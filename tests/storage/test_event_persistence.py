@@ -71,3 +71,32 @@ class EventPersistenceTests(EngineTestMixin):
         self.assertEqual(await store.get_current_state_ids(ROOM), {("m.room.topic", ""): "$t"})
         await self.persist(store, "$m", event("$m", ["$t"], 2), current_state_removed=[("m.room.topic", "")])
         self.assertEqual(await store.get_current_state_ids(ROOM), {})
+
+    @inlined
+    async def test_partial_state_rooms_are_recorded_and_completed(self) -> None:
+        from mxtwisted.storage.partial_state import (
+            PartialRoom,
+            add_partial_room,
+            complete_partial_room,
+            get_partial_room,
+            groups_since,
+            list_partial_rooms,
+        )
+
+        store = (await self.storage()).events
+        assert store is not None
+        await store.store_room(ROOM, "10", BOB, False, 0)
+        await add_partial_room(store, PartialRoom(ROOM, "$join", ["a.test", "b.test"]), 5)
+        self.assertEqual(await get_partial_room(store, ROOM), PartialRoom(ROOM, "$join", ["a.test", "b.test"]))
+        partial = store.allocate_state_group()
+        join = event("$join", [], 1, type="m.room.member", state_key=BOB, content={"membership": "join"})
+        await self.persist(store, "$join", join, state_group=partial, new_group_delta={("m.room.member", BOB): "$join"})
+        await self.persist(store, "$msg", event("$msg", ["$join"], 2), state_group=partial)
+        self.assertEqual(await groups_since(store, ROOM, "$join"), {"$join": partial, "$msg": partial})
+        full = store.allocate_state_group()
+        state = {("m.room.member", BOB): "$join", ("m.room.member", "@carol:a.test"): "$carol"}
+        await complete_partial_room(store, ROOM, {full: state}, {"$join": full, "$msg": full}, {("m.room.topic", ""): "$t"})
+        self.assertEqual(await store.get_state_ids_at_event("$msg"), state)
+        self.assertEqual(await store.get_current_state_ids(ROOM), {("m.room.topic", ""): "$t"})
+        self.assertIsNone(await get_partial_room(store, ROOM))
+        self.assertEqual(await list_partial_rooms(store), [])

@@ -162,6 +162,7 @@ class RoomsResource:
         _check_room_id(roomId)
         if await self.reader.membership(roomId, requester.user_id) != JOIN:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not joined to this room")
+        await self.engine.wait_full_state(roomId)  # joined with partial state: the members come with it
         members = await self.store.get_members(roomId, ("join",))
         events = await self.store.get_events(members.values())
         joined: dict[str, Any] = {}
