@@ -789,9 +789,15 @@ class RoomEngine:
                 new_groups[group] = completed(states.get(old, {}))
             new_current = completed(room.state)
             current_delta = {k: v for k, v in new_current.items() if room.state.get(k) != v}
-            await complete_partial_room(
-                self.store, room_id, new_groups, {eid: remap[g] for eid, g in events.items()}, current_delta
-            )
+            # A position of the events stream: /sync gives the room's whole state to its local members again.
+            ordering = self.store.stream.allocate()
+            try:
+                await complete_partial_room(
+                    self.store, room_id, new_groups, {eid: remap[g] for eid, g in events.items()}, current_delta,
+                    ordering,
+                )
+            finally:
+                self.store.stream.finish(ordering)
             room.state = new_current
             room.state_group = remap.get(room.state_group) if room.state_group is not None else None
             room.state_chain_length = 0
@@ -800,6 +806,7 @@ class RoomEngine:
             for waiter in self._full_state_waiters.pop(room_id, []):
                 if not waiter.called:
                     waiter.callback(None)
+            self.notifier.notify_users("events", self.store.stream.current, room.members_joined_local)
         except BaseException:
             self._rooms.pop(room_id, None)
             raise

@@ -62,9 +62,11 @@ async def complete_partial_room(
     new_groups: dict[int, StateMap],
     event_groups: dict[str, int],
     current_delta: StateMap,
+    stream_ordering: int,
 ) -> None:
     """Put the full state in place: ``new_groups`` (snapshots), the events' groups (``event_groups``), the
-    keys the current state gains (``current_delta``), and the room is no longer partial."""
+    keys the current state gains (``current_delta``), and the room is no longer partial; it was completed at
+    ``stream_ordering`` (of the events stream, for /sync)."""
 
     async def txn_fn(txn: Txn) -> None:
         for group, state in new_groups.items():
@@ -89,6 +91,11 @@ async def complete_partial_room(
                 (room_id, etype, skey, eid, membership),
             )
         await txn.execute("DELETE FROM partial_state_rooms WHERE room_id = ?", (room_id,))
+        await txn.execute(
+            "INSERT INTO partial_state_completions (room_id, stream_ordering) VALUES (?, ?)"
+            " ON CONFLICT (room_id) DO UPDATE SET stream_ordering = excluded.stream_ordering",
+            (room_id, stream_ordering),
+        )
 
     await store.db.run_interaction("complete_partial_room", txn_fn)
     for group, state in new_groups.items():

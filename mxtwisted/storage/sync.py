@@ -73,9 +73,10 @@ class SyncStore:
         rows = await self.db.run_interaction("sync_memberships", txn_fn, readonly=True)
         return {r[0]: MembershipInfo(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
 
-    async def get_changes(self, user_id: str, since: int, upto: int) -> tuple[set[str], list[MembershipInfo]]:
+    async def get_changes(self, user_id: str, since: int, upto: int) -> tuple[set[str], list[MembershipInfo], set[str]]:
         """What happened in ``(since, upto]`` on the events stream that concerns ``user_id``: the rooms they
-        are joined to now that have new events, and their own membership events (oldest first).
+        are joined to now that have new events, their own membership events (oldest first), and the rooms they
+        are joined to that got their full state (joined with partial state, mxtwisted.federation.partial_state).
 
         One range scan of the events stream joined to the user's membership: its cost depends on the
         events in the range, not on how many rooms the user is in (for a very old token, an index probe
@@ -105,10 +106,16 @@ class SyncStore:
                 " WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ? ORDER BY stream_ordering",
                 (user_id, since, upto),
             )
-            return rooms, members
+            completed = await txn.select(
+                "SELECT p.room_id FROM partial_state_completions p JOIN current_state_events cse"
+                " ON cse.room_id = p.room_id AND cse.type = 'm.room.member' AND cse.state_key = ?"
+                " WHERE p.stream_ordering > ? AND p.stream_ordering <= ? AND cse.membership = 'join'",
+                (user_id, since, upto),
+            )
+            return rooms, members, completed
 
-        rooms, members = await self.db.run_interaction("sync_changes", txn_fn, readonly=True)
-        return {r[0] for r in rooms}, [MembershipInfo(*r) for r in members]
+        rooms, members, completed = await self.db.run_interaction("sync_changes", txn_fn, readonly=True)
+        return {r[0] for r in rooms}, [MembershipInfo(*r) for r in members], {r[0] for r in completed}
 
     async def get_memberships_at(self, user_id: str, room_ids: Iterable[str], position: int) -> dict[str, str]:
         """room_id → the user's membership at a stream position (rooms where they had none are left out)."""

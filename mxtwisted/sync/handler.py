@@ -262,9 +262,10 @@ class SyncHandler:
         ephemeral_moved = any(now.get(s.name) > (since.get(s.name) if since is not None else 0) for s in self.sources)
         changed_rooms: set[str] = set()
         member_changes: list[MembershipInfo] = []
+        completed_rooms: set[str] = set()
         if not full_state and upto > ev_since:
-            changed_rooms, member_changes = await self._store.get_changes(user_id, ev_since, upto)
-        if not (full_state or member_changes or changed_rooms or room_ad or ephemeral_moved):
+            changed_rooms, member_changes, completed_rooms = await self._store.get_changes(user_id, ev_since, upto)
+        if not (full_state or member_changes or changed_rooms or completed_rooms or room_ad or ephemeral_moved):
             return response
         memberships = await self._store.get_memberships(user_id)
         # A membership newer than this response's position is for the next one.
@@ -324,6 +325,12 @@ class SyncHandler:
                     invites.append(m)
                 elif m.membership == KNOCK:
                     knocks.append(m)
+            # Rooms joined with partial state whose full state came since: their whole state again (as for a
+            # newly joined room), or clients that do not lazy-load members would never get the members.
+            for room_id in sorted(completed_rooms & joined_now - set(jobs)):
+                if room_filter.matches_room(room_id):
+                    newly_joined.add(room_id)
+                    jobs[room_id] = _RoomJob(room_id, JOIN, 0, upto, True, True)
             for room_id in changed_rooms:
                 if room_id in joined_now and room_id not in jobs and room_filter.matches_room(room_id):
                     jobs[room_id] = _RoomJob(room_id, JOIN, ev_since, upto, False, True)

@@ -50,6 +50,8 @@ class BackfillTests(unittest.TestCase):
 
     async def join_b(self, room_id: str) -> None:
         await self.call(self.b, self.bob, "POST", f"/join/{quote(room_id)}?server_name={quote(self.a_name)}", {})
+        # The join is one with partial state: these tests start once the full state is here.
+        await self.b.components.rooms.wait_full_state(room_id)
 
     async def page(self, hs: RunningHomeserver, user: dict, room_id: str, direction: str = "b",
                    limit: int = 10, start: Optional[str] = None) -> tuple[list[dict], int]:

@@ -73,6 +73,8 @@ class PartialStateJoinTests(unittest.TestCase):
         reply = await self.send_text(self.b, self.bob, self.room_id, "hi all", "b0")
         await self.wait_for_message(self.a, self.alice, self.room_id, reply)
 
+        # A client syncing without lazy-loaded members, before the full state is here.
+        since = (await self.call(self.b, self.bob, "GET", "/sync"))["next_batch"]
         # Member lists wait for the full state.
         pending = defer.ensureDeferred(self.joined_on_b())
         await deferLater(reactor, 0.2, lambda: None)
@@ -81,6 +83,11 @@ class PartialStateJoinTests(unittest.TestCase):
         self.release.callback(None)
         self.assertEqual(await pending, everyone)
 
+        # That client gets the whole state of the room in its next sync (as for a newly joined room).
+        synced = await self.call(self.b, self.bob, "GET", f"/sync?since={quote(since)}&timeout=5000")
+        room = synced["rooms"]["join"][self.room_id]
+        self.assertEqual({e["state_key"] for e in room["state"]["events"] + room["timeline"]["events"]
+                          if e["type"] == "m.room.member"}, everyone)
         # Everything now has the full state: the room's, and that of the events since the join.
         self.assertIsNone(await get_partial_room(engine.store, self.room_id))
         self.assertEqual(engine.partial_state_servers(self.room_id), [])

@@ -95,7 +95,9 @@ class EventPersistenceTests(EngineTestMixin):
         self.assertEqual(await groups_since(store, ROOM, "$join"), {"$join": partial, "$msg": partial})
         full = store.allocate_state_group()
         state = {("m.room.member", BOB): "$join", ("m.room.member", "@carol:a.test"): "$carol"}
-        await complete_partial_room(store, ROOM, {full: state}, {"$join": full, "$msg": full}, {("m.room.topic", ""): "$t"})
+        await complete_partial_room(
+            store, ROOM, {full: state}, {"$join": full, "$msg": full}, {("m.room.topic", ""): "$t"}, 7
+        )
         self.assertEqual(await store.get_state_ids_at_event("$msg"), state)
         self.assertEqual(await store.get_current_state_ids(ROOM), {("m.room.topic", ""): "$t"})
         self.assertIsNone(await get_partial_room(store, ROOM))
