@@ -28,7 +28,7 @@ from signedjson.types import SigningKey, VerifyKey
 
 from mxtwisted.events.canonical_json import CanonicalJsonError
 from mxtwisted.events.hashing import add_content_hash
-from mxtwisted.events.redaction import redact_event
+from mxtwisted.events.redaction import redacted_view
 from mxtwisted.events.room_versions import EventFormat, RoomVersion
 
 __all__ = [
@@ -254,7 +254,8 @@ def compute_event_signature(
     the event is redacted per ``room_version`` and signed as in "Signing JSON".
     The content hash must already be in the event (the signature covers it).
     """
-    redacted = redact_event(event_dict, room_version)
+    # A read-only view: sign_json copies what signedjson changes (the top level and the signatures).
+    redacted = redacted_view(event_dict, room_version)
     signed = sign_json(redacted, server_name, signing_key)
     return signed["signatures"][server_name][make_key_id(signing_key)]
 
@@ -315,7 +316,7 @@ def verify_event_signature(
     Whether the key counts at the event's time is :func:`key_valid_for_event`;
     the content hash is checked separately (``hashing.check_content_hash``).
     """
-    verify_json(redact_event(event_dict, room_version), server_name, verify_key)
+    verify_json(redacted_view(event_dict, room_version), server_name, verify_key)
 
 
 def _domain_of(identifier: Any, what: str) -> str:

@@ -137,6 +137,9 @@ class EventStore:
         self._next_state_group = state_group_start
         self._group_cache: OrderedDict[int, StateMap] = OrderedDict()
         self._group_cache_size = 256
+        #: The newest position at which a room joined with partial state got its full state (so that /sync
+        #: looks for such rooms only when one completed after its token: usually never).
+        self.partial_completed_upto = 0
 
     @classmethod
     async def create(cls, db: Database) -> EventStore:
@@ -146,7 +149,14 @@ class EventStore:
             row = await txn.select_one("SELECT MAX(id) FROM state_groups")
             return int(row[0]) if row and row[0] is not None else 0
 
-        return cls(db, stream, await db.run_interaction("max_state_group", max_group, readonly=True) + 1)
+        store = cls(db, stream, await db.run_interaction("max_state_group", max_group, readonly=True) + 1)
+
+        async def last_completion(txn: Txn) -> int:
+            row = await txn.select_one("SELECT MAX(stream_ordering) FROM partial_state_completions")
+            return int(row[0]) if row and row[0] is not None else 0
+
+        store.partial_completed_upto = await db.run_interaction("last_partial_completion", last_completion, readonly=True)
+        return store
 
     def allocate_state_group(self) -> int:
         group = self._next_state_group

@@ -98,6 +98,7 @@ async def complete_partial_room(
         )
 
     await store.db.run_interaction("complete_partial_room", txn_fn)
+    store.partial_completed_upto = max(store.partial_completed_upto, stream_ordering)
     for group, state in new_groups.items():
         store._cache_group(group, dict(state))
 

@@ -73,10 +73,13 @@ class SyncStore:
         rows = await self.db.run_interaction("sync_memberships", txn_fn, readonly=True)
         return {r[0]: MembershipInfo(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
 
-    async def get_changes(self, user_id: str, since: int, upto: int) -> tuple[set[str], list[MembershipInfo], set[str]]:
+    async def get_changes(
+        self, user_id: str, since: int, upto: int, completions: bool = True
+    ) -> tuple[set[str], list[MembershipInfo], set[str]]:
         """What happened in ``(since, upto]`` on the events stream that concerns ``user_id``: the rooms they
         are joined to now that have new events, their own membership events (oldest first), and the rooms they
-        are joined to that got their full state (joined with partial state, mxtwisted.federation.partial_state).
+        are joined to that got their full state (joined with partial state, mxtwisted.federation.partial_state;
+        looked for only with ``completions``).
 
         One range scan of the events stream joined to the user's membership: its cost depends on the
         events in the range, not on how many rooms the user is in (for a very old token, an index probe
@@ -106,6 +109,8 @@ class SyncStore:
                 " WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ? ORDER BY stream_ordering",
                 (user_id, since, upto),
             )
+            if not completions:
+                return rooms, members, []
             completed = await txn.select(
                 "SELECT p.room_id FROM partial_state_completions p JOIN current_state_events cse"
                 " ON cse.room_id = p.room_id AND cse.type = 'm.room.member' AND cse.state_key = ?"

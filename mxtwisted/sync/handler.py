@@ -264,7 +264,9 @@ class SyncHandler:
         member_changes: list[MembershipInfo] = []
         completed_rooms: set[str] = set()
         if not full_state and upto > ev_since:
-            changed_rooms, member_changes, completed_rooms = await self._store.get_changes(user_id, ev_since, upto)
+            changed_rooms, member_changes, completed_rooms = await self._store.get_changes(
+                user_id, ev_since, upto, completions=self._events.partial_completed_upto > ev_since
+            )
         if not (full_state or member_changes or changed_rooms or completed_rooms or room_ad or ephemeral_moved):
             return response
         memberships = await self._store.get_memberships(user_id)
