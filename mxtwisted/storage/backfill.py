@@ -87,12 +87,7 @@ async def redactions_of(store: EventStore, event_ids: list[str]) -> dict[str, li
         return {}
 
     async def txn_fn(txn: Txn) -> list:
-        rows: list = []
-        for i in range(0, len(event_ids), 200):
-            chunk = event_ids[i : i + 200]
-            marks = ",".join("?" * len(chunk))
-            rows.extend(await txn.select(f"SELECT redacts, event_id FROM redactions WHERE redacts IN ({marks})", chunk))
-        return rows
+        return await txn.select_in("SELECT redacts, event_id FROM redactions WHERE redacts IN ({in})", event_ids)
 
     out: dict[str, list[str]] = {}
     for target, redaction in await store.db.run_interaction("redactions_of", txn_fn, readonly=True):

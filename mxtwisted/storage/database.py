@@ -110,6 +110,10 @@ class _Ready:
         yield  # pragma: no cover - makes this a generator that never yields
 
 
+#: Values of one ``IN (...)`` list per statement in :meth:`Txn.select_in`.
+IN_CHUNK = 200
+
+
 class Txn:
     """One database transaction, as seen by a transaction function.
 
@@ -149,6 +153,23 @@ class Txn:
         """Run a query; the awaitable gives all rows as a list of tuples."""
         self._check(sql, args)
         return self._select(sql, args)
+
+    async def select_in(
+        self,
+        sql: str,
+        values: Sequence[Any],
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
+        chunk: int = IN_CHUNK,
+    ) -> list[Row]:
+        """Rows of ``sql`` for many values of an ``IN`` list: ``{in}`` in ``sql`` becomes the placeholders of
+        at most ``chunk`` values per statement (engines limit a statement's parameters), between the
+        ``before`` and ``after`` arguments. The rows of every chunk, in chunk order."""
+        rows: list[Row] = []
+        for i in range(0, len(values), chunk):
+            part = list(values[i : i + chunk])
+            rows.extend(await self.select(sql.replace("{in}", ",".join("?" * len(part))), [*before, *part, *after]))
+        return rows
 
     def select_one(self, sql: str, args: Sequence[Any] = ()) -> Awaitable[Row | None]:
         """Run a query; the awaitable gives the first row, or None if there is none.

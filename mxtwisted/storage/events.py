@@ -389,12 +389,7 @@ class EventStore:
             return {}
 
         async def txn_fn(txn: Txn) -> list:
-            rows: list = []
-            for i in range(0, len(ids), 200):
-                chunk = ids[i : i + 200]
-                marks = ",".join("?" * len(chunk))
-                rows.extend(await txn.select(f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id IN ({marks})", chunk))
-            return rows
+            return await txn.select_in(f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id IN ({{in}})", ids)
 
         rows = await self.db.run_interaction("get_events", txn_fn, readonly=True)
         return {row[0]: _event_row(row) for row in rows}
@@ -545,16 +540,7 @@ class EventStore:
             return {}
 
         async def txn_fn(txn: Txn) -> list:
-            rows: list = []
-            for i in range(0, len(ids), 200):
-                chunk = ids[i : i + 200]
-                marks = ",".join("?" * len(chunk))
-                rows.extend(
-                    await txn.select(
-                        f"SELECT event_id, state_group FROM event_to_state_groups WHERE event_id IN ({marks})", chunk
-                    )
-                )
-            return rows
+            return await txn.select_in("SELECT event_id, state_group FROM event_to_state_groups WHERE event_id IN ({in})", ids)
 
         rows = await self.db.run_interaction("get_state_groups_of_events", txn_fn, readonly=True)
         return {r[0]: r[1] for r in rows}
@@ -591,15 +577,11 @@ class EventStore:
                         next_frontier.append(p)
                 frontier = next_frontier
             entries: dict[int, list] = {g: [] for g in prev}
-            ids = list(prev)
-            for i in range(0, len(ids), 200):
-                chunk = ids[i : i + 200]
-                marks = ",".join("?" * len(chunk))
-                for row in await txn.select(
-                    f"SELECT state_group, type, state_key, event_id FROM state_group_entries WHERE state_group IN ({marks})",
-                    chunk,
-                ):
-                    entries[row[0]].append(row[1:])
+            for row in await txn.select_in(
+                "SELECT state_group, type, state_key, event_id FROM state_group_entries WHERE state_group IN ({in})",
+                list(prev),
+            ):
+                entries[row[0]].append(row[1:])
             return prev, entries
 
         prev, entries = await self.db.run_interaction("get_state_groups", txn_fn, readonly=True)

@@ -102,12 +102,7 @@ class PresenceStore:
             return {}
 
         async def txn_fn(txn: Txn) -> list:
-            rows: list = []
-            for i in range(0, len(users), _CHUNK):
-                chunk = users[i : i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows += await txn.select(f"SELECT {_COLUMNS} FROM presence WHERE user_id IN ({marks})", chunk)
-            return rows
+            return await txn.select_in(f"SELECT {_COLUMNS} FROM presence WHERE user_id IN ({{in}})", users, chunk=_CHUNK)
 
         rows = await self.db.run_interaction("get_presence", txn_fn, readonly=True)
         return {p.user_id: p for p in map(_presence, rows)}

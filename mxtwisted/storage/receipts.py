@@ -123,15 +123,10 @@ class ReceiptStore:
             return []
 
         async def txn_fn(txn: Txn) -> list:
-            rows: list = []
-            for i in range(0, len(rooms), _CHUNK):
-                chunk = rooms[i : i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows += await txn.select(
-                    f"SELECT {_COLUMNS} FROM receipts WHERE room_id IN ({marks}) AND stream_id > ? AND stream_id <= ?",
-                    (*chunk, since, upto),
-                )
-            return rows
+            return await txn.select_in(
+                f"SELECT {_COLUMNS} FROM receipts WHERE room_id IN ({{in}}) AND stream_id > ? AND stream_id <= ?",
+                rooms, after=(since, upto), chunk=_CHUNK,
+            )
 
         rows = await self.db.run_interaction("get_receipts_for_rooms", txn_fn, readonly=True)
         return sorted((_receipt(r) for r in rows), key=lambda r: r.stream_id)

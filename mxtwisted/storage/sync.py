@@ -49,11 +49,6 @@ class SummaryInfo:
     heroes: tuple[str, ...]
 
 
-def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 class SyncStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -224,17 +219,11 @@ class SyncStore:
             return set()
 
         async def txn_fn(txn: Txn) -> list:
-            rows: list = []
-            for chunk in _chunks(rooms):
-                marks = ",".join("?" * len(chunk))
-                rows.extend(
-                    await txn.select(
-                        "SELECT DISTINCT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join'"
-                        f" AND room_id IN ({marks})",
-                        [user_id, *chunk],
-                    )
-                )
-            return rows
+            return await txn.select_in(
+                "SELECT DISTINCT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join'"
+                " AND room_id IN ({in})",
+                rooms, before=(user_id,), chunk=_CHUNK,
+            )
 
         return {r[0] for r in await self.db.run_interaction("sync_ever_joined", txn_fn, readonly=True)}
 
@@ -245,47 +234,34 @@ class SyncStore:
             return {}
 
         async def txn_fn(txn: Txn) -> tuple[list, list, list]:
-            counts: list = []
-            names: list = []
-            for chunk in _chunks(rooms):
-                marks = ",".join("?" * len(chunk))
-                counts.extend(
-                    await txn.select(
-                        "SELECT room_id, membership, COUNT(*) FROM current_state_events"
-                        f" WHERE room_id IN ({marks}) AND type = 'm.room.member' AND membership IN ('join', 'invite')"
-                        " GROUP BY room_id, membership",
-                        chunk,
-                    )
-                )
-                names.extend(
-                    await txn.select(
-                        "SELECT cse.room_id, cse.type, e.json FROM current_state_events cse"
-                        " JOIN events e ON e.event_id = cse.event_id"
-                        f" WHERE cse.room_id IN ({marks}) AND cse.type IN ('m.room.name', 'm.room.canonical_alias')"
-                        " AND cse.state_key = ''",
-                        chunk,
-                    )
-                )
+            counts = await txn.select_in(
+                "SELECT room_id, membership, COUNT(*) FROM current_state_events"
+                " WHERE room_id IN ({in}) AND type = 'm.room.member' AND membership IN ('join', 'invite')"
+                " GROUP BY room_id, membership",
+                rooms, chunk=_CHUNK,
+            )
+            names = await txn.select_in(
+                "SELECT cse.room_id, cse.type, e.json FROM current_state_events cse"
+                " JOIN events e ON e.event_id = cse.event_id"
+                " WHERE cse.room_id IN ({in}) AND cse.type IN ('m.room.name', 'm.room.canonical_alias')"
+                " AND cse.state_key = ''",
+                rooms, chunk=_CHUNK,
+            )
             named = {r[0] for r in names if _names_room(r[1], r[2])}
             unnamed = [r for r in rooms if r not in named]
-            heroes: list = []
-            for chunk in _chunks(unnamed):
-                marks = ",".join("?" * len(chunk))
-                heroes.extend(
-                    await txn.select(
-                        "SELECT room_id, state_key, grp, rn FROM ("
-                        " SELECT cse.room_id, cse.state_key,"
-                        " CASE WHEN cse.membership IN ('join', 'invite') THEN 0 ELSE 1 END AS grp,"
-                        " ROW_NUMBER() OVER (PARTITION BY cse.room_id,"
-                        " CASE WHEN cse.membership IN ('join', 'invite') THEN 0 ELSE 1 END"
-                        " ORDER BY rm.stream_ordering) AS rn"
-                        " FROM current_state_events cse JOIN room_memberships rm ON rm.event_id = cse.event_id"
-                        f" WHERE cse.room_id IN ({marks}) AND cse.type = 'm.room.member' AND cse.state_key <> ?"
-                        " AND cse.membership IN ('join', 'invite', 'leave', 'ban')"
-                        ") ranked WHERE rn <= 5 ORDER BY room_id, grp, rn",
-                        [*chunk, user_id],
-                    )
-                )
+            heroes = await txn.select_in(
+                "SELECT room_id, state_key, grp, rn FROM ("
+                " SELECT cse.room_id, cse.state_key,"
+                " CASE WHEN cse.membership IN ('join', 'invite') THEN 0 ELSE 1 END AS grp,"
+                " ROW_NUMBER() OVER (PARTITION BY cse.room_id,"
+                " CASE WHEN cse.membership IN ('join', 'invite') THEN 0 ELSE 1 END"
+                " ORDER BY rm.stream_ordering) AS rn"
+                " FROM current_state_events cse JOIN room_memberships rm ON rm.event_id = cse.event_id"
+                " WHERE cse.room_id IN ({in}) AND cse.type = 'm.room.member' AND cse.state_key <> ?"
+                " AND cse.membership IN ('join', 'invite', 'leave', 'ban')"
+                ") ranked WHERE rn <= 5 ORDER BY room_id, grp, rn",
+                unnamed, after=(user_id,), chunk=_CHUNK,
+            )
             return counts, [(r, True) for r in named], heroes
 
         counts, named_rows, hero_rows = await self.db.run_interaction("sync_summaries", txn_fn, readonly=True)
