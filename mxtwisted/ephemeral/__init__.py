@@ -19,7 +19,8 @@ See docs/ephemeral.md.
 
 from __future__ import annotations
 
-from typing import Protocol
+import inspect
+from typing import Any, Protocol
 
 #: ``(per-room ephemeral events, global events)``, the result of ``get_updates``.
 Updates = tuple[dict[str, list[dict]], list[dict]]
@@ -31,3 +32,19 @@ class EphemeralStreamSource(Protocol):
     def current_position(self) -> int: ...
 
     async def get_updates(self, user_id: str, room_ids: set[str], from_pos: int, to_pos: int) -> Updates: ...
+
+
+class HandlerStreamSource:
+    """The stream source of a handler that has ``current_position()`` and ``get_updates(...)`` itself (its
+    ``get_updates`` may be a coroutine or return the updates directly), under the stream's ``name``."""
+
+    def __init__(self, name: str, handler: Any) -> None:
+        self.name = name
+        self._handler = handler
+
+    def current_position(self) -> int:
+        return self._handler.current_position()
+
+    async def get_updates(self, user_id: str, room_ids: set[str], from_pos: int, to_pos: int) -> Updates:
+        updates = self._handler.get_updates(user_id, room_ids, from_pos, to_pos)
+        return await updates if inspect.isawaitable(updates) else updates

@@ -51,7 +51,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from mxtwisted.ephemeral import Updates
+from mxtwisted.ephemeral import HandlerStreamSource, Updates
 from mxtwisted.events.event import Event
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.notifier import Notifier
@@ -150,7 +150,7 @@ class PresenceHandler(Service):
         self._listeners: list[PresenceListener] = []
         #: While the start-up read of stored states runs: the users whose presence changed meanwhile.
         self._changed_while_loading: Optional[set[str]] = None
-        self.source = PresenceStreamSource(self)
+        self.source = HandlerStreamSource(PRESENCE_STREAM, self)
         if enabled:
             rooms.add_listener(self._on_event)
 
@@ -584,17 +584,3 @@ class PresenceHandler(Service):
         events = [{"type": "m.presence", "sender": s.user_id, "content": format_presence(s, now)} for s in chosen]
         return {}, events
 
-
-class PresenceStreamSource:
-    """The ``presence`` ephemeral stream source for /sync (see :mod:`mxtwisted.ephemeral`)."""
-
-    name = PRESENCE_STREAM
-
-    def __init__(self, handler: PresenceHandler) -> None:
-        self._handler = handler
-
-    def current_position(self) -> int:
-        return self._handler.current_position()
-
-    async def get_updates(self, user_id: str, room_ids: set[str], from_pos: int, to_pos: int) -> Updates:
-        return await self._handler.get_updates(user_id, room_ids, from_pos, to_pos)

@@ -32,7 +32,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mxtwisted.ephemeral import Updates
+from mxtwisted.ephemeral import HandlerStreamSource, Updates
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.notifier import Notifier
 from mxtwisted.rooms.visibility import filter_events_for_user
@@ -89,7 +89,7 @@ class ReceiptsHandler:
         self._account_data = account_data
         self._marker_locks: dict[tuple[str, str], defer.DeferredLock] = {}
         self._listeners: list[ReceiptListener] = []
-        self.source = ReceiptStreamSource(self)
+        self.source = HandlerStreamSource(RECEIPTS_STREAM, self)
 
     def add_listener(self, listener: ReceiptListener) -> None:
         """Hear of every stored receipt that moved forward, of local and remote users alike (federation
@@ -271,17 +271,3 @@ class ReceiptsHandler:
             per_room[room_id] = [{"type": "m.receipt", "content": content}]
         return per_room, []
 
-
-class ReceiptStreamSource:
-    """The ``receipts`` ephemeral stream source for /sync (see :mod:`mxtwisted.ephemeral`)."""
-
-    name = RECEIPTS_STREAM
-
-    def __init__(self, handler: ReceiptsHandler) -> None:
-        self._handler = handler
-
-    def current_position(self) -> int:
-        return self._handler.current_position()
-
-    async def get_updates(self, user_id: str, room_ids: set[str], from_pos: int, to_pos: int) -> Updates:
-        return await self._handler.get_updates(user_id, room_ids, from_pos, to_pos)

@@ -24,7 +24,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from mxtwisted.ephemeral import Updates
+from mxtwisted.ephemeral import HandlerStreamSource, Updates
 from mxtwisted.events.event import Event
 from mxtwisted.http.errors import Codes, MatrixError
 from mxtwisted.notifier import Notifier
@@ -65,7 +65,7 @@ class TypingHandler(Service):
         self._next_forget = 0.0
         self._listeners: list[TypingListener] = []
         rooms.add_listener(self._on_event)
-        self.source = TypingStreamSource(self)
+        self.source = HandlerStreamSource(TYPING_STREAM, self)
 
     def add_listener(self, listener: TypingListener) -> None:
         """Hear of every start and end of typing, local or remote (federation sends the local ones);
@@ -189,17 +189,3 @@ class TypingHandler(Service):
             per_room[room_id] = [{"type": "m.typing", "content": {"user_ids": users}}]
         return per_room, []
 
-
-class TypingStreamSource:
-    """The ``typing`` ephemeral stream source for /sync (see :mod:`mxtwisted.ephemeral`)."""
-
-    name = TYPING_STREAM
-
-    def __init__(self, handler: TypingHandler) -> None:
-        self._handler = handler
-
-    def current_position(self) -> int:
-        return self._handler.current_position()
-
-    async def get_updates(self, user_id: str, room_ids: set[str], from_pos: int, to_pos: int) -> Updates:
-        return self._handler.get_updates(user_id, room_ids, from_pos, to_pos)
