@@ -583,4 +583,3 @@ class PresenceHandler(Service):
             ]
         events = [{"type": "m.presence", "sender": s.user_id, "content": format_presence(s, now)} for s in chosen]
         return {}, events
-

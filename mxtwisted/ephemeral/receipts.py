@@ -270,4 +270,3 @@ class ReceiptsHandler:
         for room_id, content in contents.items():
             per_room[room_id] = [{"type": "m.receipt", "content": content}]
         return per_room, []
-

@@ -188,4 +188,3 @@ class TypingHandler(Service):
                 continue
             per_room[room_id] = [{"type": "m.typing", "content": {"user_ids": users}}]
         return per_room, []
-
